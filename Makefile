@@ -1,0 +1,43 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   - the whole ROS 2 loop (policy node + simulated Lift robot) on the shipped checkpoint
+#   make test   - the test suite
+# Both create or reuse .venv and install what they need (CPU torch 2.13.0, the package with
+# its sim/ros/test extras, the ROS 2 Kilted wheels).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.paradigms-installed
+PYTEST_ARGS ?=
+
+.PHONY: venv test demo profile rollout demos train clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[all]'
+	touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(VENV)/bin/paradigms-ros-demo
+
+profile: $(STAMP)
+	$(VENV)/bin/paradigms-profile
+
+rollout: $(STAMP)
+	$(VENV)/bin/paradigms-rollout
+
+demos: $(STAMP)
+	$(VENV)/bin/paradigms-demos
+
+train: $(STAMP)
+	$(VENV)/bin/paradigms-train
+
+clean-venv:
+	rm -rf $(VENV)
