@@ -167,7 +167,7 @@ class ConditionalUnet1D(nn.Module):
         self.down_dims = tuple(down_dims)
 
         dsed = diffusion_step_embed_dim
-        self.diffusion_step_encoder = nn.Sequential(
+        diffusion_step_encoder = nn.Sequential(
             SinusoidalPosEmb(dsed),
             nn.Linear(dsed, dsed * 4),
             nn.Mish(),
@@ -188,18 +188,18 @@ class ConditionalUnet1D(nn.Module):
         all_dims = [input_dim] + down_dims
         in_out = list(zip(all_dims[:-1], all_dims[1:]))  # channel pairs per encoder level
 
-        self.local_cond_encoder: nn.ModuleList | None = None
+        local_cond_encoder = None
         if local_cond_dim is not None:
             first_out = in_out[0][1]
-            # [0] is added after the first encoder block, [1] after the last decoder block
-            self.local_cond_encoder = nn.ModuleList(
+            # [0] is added after the first encoder block; [1] exists for checkpoint parity only
+            local_cond_encoder = nn.ModuleList(
                 [res_block(local_cond_dim, first_out), res_block(local_cond_dim, first_out)]
             )
 
-        self.down_modules = nn.ModuleList()
+        down_modules = nn.ModuleList()
         for level, (c_in, c_out) in enumerate(in_out):
             is_last = level == len(in_out) - 1
-            self.down_modules.append(
+            down_modules.append(
                 nn.ModuleList(
                     [
                         res_block(c_in, c_out),
@@ -210,12 +210,12 @@ class ConditionalUnet1D(nn.Module):
             )
 
         mid_dim = all_dims[-1]
-        self.mid_modules = nn.ModuleList([res_block(mid_dim, mid_dim), res_block(mid_dim, mid_dim)])
+        mid_modules = nn.ModuleList([res_block(mid_dim, mid_dim), res_block(mid_dim, mid_dim)])
 
         # Decoder: one level per downsampling; every level upsamples (as in DiffusionPolicy).
-        self.up_modules = nn.ModuleList()
+        up_modules = nn.ModuleList()
         for c_in, c_out in reversed(in_out[1:]):
-            self.up_modules.append(
+            up_modules.append(
                 nn.ModuleList(
                     [
                         res_block(c_out * 2, c_in),  # input is concat(x, skip)
@@ -227,10 +227,18 @@ class ConditionalUnet1D(nn.Module):
 
         start_dim = down_dims[0]
         # DiffusionPolicy builds this Conv1dBlock with its default 8 groups, whatever n_groups is.
-        self.final_conv = nn.Sequential(
+        final_conv = nn.Sequential(
             Conv1dBlock(start_dim, start_dim, kernel_size=kernel_size),
             nn.Conv1d(start_dim, input_dim, kernel_size=1),
         )
+
+        # Registration order matches DiffusionPolicy, so state_dict() lists keys in its order.
+        self.mid_modules = mid_modules
+        self.diffusion_step_encoder = diffusion_step_encoder
+        self.local_cond_encoder = local_cond_encoder
+        self.up_modules = up_modules
+        self.down_modules = down_modules
+        self.final_conv = final_conv
 
     @property
     def horizon_multiple(self) -> int:
@@ -255,7 +263,6 @@ class ConditionalUnet1D(nn.Module):
         timestep: torch.Tensor | int,
         local_cond: torch.Tensor | None = None,
         global_cond: torch.Tensor | None = None,
-        **kwargs,
     ) -> torch.Tensor:
         """sample [B,T,input_dim], timestep int | [] | [B], local_cond [B,T,L], global_cond [B,G] -> [B,T,input_dim]."""
         self._check_inputs(sample, local_cond, global_cond)
@@ -267,17 +274,18 @@ class ConditionalUnet1D(nn.Module):
         if global_cond is not None:
             cond = torch.cat([cond, global_cond], dim=-1)  # [B, dsed + G]
 
-        local_feats: list[torch.Tensor] = []
+        local_feat = None
         if local_cond is not None:
-            lc = local_cond.transpose(1, 2)  # [B, L, T]
-            for encoder in self.local_cond_encoder:
-                local_feats.append(encoder(lc, cond))  # [B, down_dims[0], T]
+            # Only local_cond_encoder[0] affects the output: DiffusionPolicy's decoder-side
+            # injection of encoder[1] never fires (its level index test is off by one) and the
+            # shapes would not fit at that point, so trained checkpoints never used it.
+            local_feat = self.local_cond_encoder[0](local_cond.transpose(1, 2), cond)  # [B, down_dims[0], T]
 
         skips = []
         for level, (res1, res2, downsample) in enumerate(self.down_modules):
             x = res1(x, cond)
-            if level == 0 and local_feats:
-                x = x + local_feats[0]
+            if level == 0 and local_feat is not None:
+                x = x + local_feat
             x = res2(x, cond)
             skips.append(x)
             x = downsample(x)
@@ -288,8 +296,6 @@ class ConditionalUnet1D(nn.Module):
         for level, (res1, res2, upsample) in enumerate(self.up_modules):
             x = torch.cat((x, skips.pop()), dim=1)  # [B, 2*C, T_level]
             x = res1(x, cond)
-            if level == len(self.up_modules) - 1 and local_feats:
-                x = x + local_feats[1]
             x = res2(x, cond)
             x = upsample(x)
 
