@@ -1,0 +1,258 @@
+"""Receding-horizon evaluation of a Policy in simulation, as DiffusionPolicy's env runners do it.
+
+Per episode: ``policy.reset()``, ``env.reset(seed)``, fill the observation history with the
+first observation repeated ``n_obs_steps`` times, then loop: predict a chunk from the last
+``n_obs_steps`` observations, execute its ``n_action_steps`` actions (appending each new
+observation), re-plan. Warm-starting samplers carry their trajectory between chunks inside the
+Policy; the loop tells it how many actions were executed since the previous chunk.
+Every sampler is evaluated on the same episode seeds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from paradigms_policy.sim.envs import check_policy_fits_task, make_task_env
+
+DEFAULT_START_SEED = 100_000  # as DiffusionPolicy's test_start_seed: far from demo seeds
+
+
+@dataclass
+class EpisodeResult:
+    seed: int
+    success: bool
+    max_reward: float
+    length: int  # env steps executed
+    rounds: list[int] = field(default_factory=list)  # solver rounds per chunk
+    nfe: list[int] = field(default_factory=list)  # denoiser evaluations per chunk
+    latency_ms: list[float] = field(default_factory=list)  # predict_action wall time per chunk
+    deadline_hits: int = 0
+    seconds: float = 0.0
+
+
+def _stat(stats: Any, name: str, default: Any = None) -> Any:
+    return getattr(stats, name, default) if stats is not None else default
+
+
+def run_episode(
+    env,
+    policy,
+    seed: int,
+    *,
+    max_steps: int | None = None,
+    deadline_s: float | None = None,
+    noise_seed: int | None = None,
+) -> EpisodeResult:
+    """One receding-horizon episode; ends on success (terminated), truncation or ``max_steps``."""
+    start = time.perf_counter()
+    policy.reset()
+    obs, _ = env.reset(seed=seed)
+    keys = list(policy.obs_keys)
+    history: deque[dict[str, np.ndarray]] = deque([obs] * policy.n_obs_steps, maxlen=policy.n_obs_steps)
+    limit = int(max_steps or getattr(env, "max_episode_steps", None) or 1000)
+    result = EpisodeResult(seed=seed, success=False, max_reward=-math.inf, length=0)
+    n_executed: int | None = None
+    chunk = 0
+    done = False
+    while not done and result.length < limit:
+        obs_window = {k: np.stack([h[k] for h in history]) for k in keys}  # [n_obs_steps, *shape]
+        t0 = time.perf_counter()
+        out = policy.predict_action(
+            obs_window,
+            n_executed=n_executed,
+            deadline=None if deadline_s is None else time.perf_counter() + deadline_s,
+            seed=None if noise_seed is None else noise_seed + chunk,
+        )
+        result.latency_ms.append((time.perf_counter() - t0) * 1e3)
+        result.rounds.append(int(_stat(out.stats, "rounds", 0) or 0))
+        result.nfe.append(int(_stat(out.stats, "nfe", 0) or 0))
+        result.deadline_hits += int(bool(_stat(out.stats, "deadline_hit", False)))
+        chunk += 1
+        n_executed = 0
+        for action in np.asarray(out.action)[: policy.n_action_steps]:
+            obs, reward, terminated, truncated, info = env.step(action)
+            history.append(obs)
+            n_executed += 1
+            result.length += 1
+            result.max_reward = max(result.max_reward, float(reward))
+            result.success = result.success or bool(info.get("is_success", False))
+            if terminated or truncated or result.length >= limit:
+                done = True
+                break
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """95% Wilson score interval for a binomial success rate (sensible at 0% and 100%)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)  # exact bounds at 0% / 100%
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return (lo, hi)
+
+
+def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
+    """Aggregate episodes of one sampler into the rollout.json entry."""
+    n = len(results)
+    successes = sum(r.success for r in results)
+    rounds = np.concatenate([r.rounds for r in results]) if n else np.zeros(0)
+    nfe = np.concatenate([r.nfe for r in results]) if n else np.zeros(0)
+    latency = np.concatenate([r.latency_ms for r in results]) if n else np.zeros(0)
+    lo, hi = wilson_interval(successes, n)
+    return {
+        "episodes": n,
+        "successes": int(successes),
+        "success_rate": successes / n if n else float("nan"),
+        "success_ci95": [lo, hi],
+        "mean_max_reward": float(np.mean([r.max_reward for r in results])) if n else float("nan"),
+        "episode_length_mean": float(np.mean([r.length for r in results])) if n else float("nan"),
+        "chunks": int(len(rounds)),
+        "rounds_median": float(np.median(rounds)) if len(rounds) else float("nan"),
+        "rounds_mean": float(np.mean(rounds)) if len(rounds) else float("nan"),
+        "nfe_mean": float(np.mean(nfe)) if len(nfe) else float("nan"),
+        "latency_ms_p50": float(np.percentile(latency, 50)) if len(latency) else float("nan"),
+        "latency_ms_p90": float(np.percentile(latency, 90)) if len(latency) else float("nan"),
+        "deadline_hits": int(sum(r.deadline_hits for r in results)),
+        "seconds_per_episode": float(np.mean([r.seconds for r in results])) if n else float("nan"),
+        "per_episode": [
+            {"seed": r.seed, "success": bool(r.success), "length": r.length, "max_reward": r.max_reward}
+            for r in results
+        ],
+    }
+
+
+def episode_seeds(episodes: int, start_seed: int = DEFAULT_START_SEED) -> list[int]:
+    return [start_seed + i for i in range(episodes)]
+
+
+def _evaluate_seeds(
+    checkpoint: str | None,
+    task: str,
+    samplers: Sequence[str],
+    seeds: Sequence[int],
+    device: str,
+    max_steps: int | None,
+    deadline_ms: float | None,
+    num_threads: int | None,
+    policy=None,
+) -> dict[str, list[dict]]:
+    """Worker body: one policy and one env, every sampler over ``seeds`` (plain dicts, picklable)."""
+    import torch
+
+    from paradigms_policy.policy import load_policy
+
+    if num_threads:
+        torch.set_num_threads(int(num_threads))
+    if policy is None:
+        policy = load_policy(checkpoint, device=device, sampler=samplers[0])
+    env = make_task_env(task)
+    check_policy_fits_task(policy.shape_meta, env)
+    out: dict[str, list[dict]] = {}
+    for name in samplers:
+        policy.set_sampler(name)
+        if hasattr(policy, "warmup"):  # buffers allocated before the first timed chunk
+            policy.warmup()
+        out[name] = [
+            asdict(run_episode(env, policy, seed, max_steps=max_steps,
+                               deadline_s=None if deadline_ms is None else deadline_ms / 1e3,
+                               noise_seed=seed * 1000))
+            for seed in seeds
+        ]
+    env.close()
+    return out
+
+
+def evaluate(
+    checkpoint: str | None,
+    task: str,
+    samplers: Sequence[str],
+    episodes: int,
+    *,
+    start_seed: int = DEFAULT_START_SEED,
+    device: str = "cpu",
+    workers: int = 1,
+    max_steps: int | None = None,
+    deadline_ms: float | None = None,
+    num_threads: int | None = None,
+    progress: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
+    """Evaluate ``samplers`` on the same ``episodes`` seeds; returns the rollout.json dict.
+
+    The checkpoint is checked against the task env before any episode runs. ``workers > 1``
+    splits the seeds over spawned processes (each loads its own policy and env).
+    """
+    from paradigms_policy.policy import load_policy
+
+    if not samplers:
+        raise ValueError("samplers is empty: name at least one sampler (e.g. ddpm_sequential)")
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    samplers = list(samplers)
+    # fail fast, in this process, on an unloadable checkpoint, an unknown sampler or a task mismatch
+    policy = load_policy(checkpoint, device=device, sampler=samplers[0])
+    env = make_task_env(task)
+    try:
+        check_policy_fits_task(policy.shape_meta, env)
+        for name in samplers[1:]:
+            policy.set_sampler(name)
+    finally:
+        env.close()
+    seeds = episode_seeds(episodes, start_seed)
+    args = (checkpoint, task, samplers)
+    tail = (device, max_steps, deadline_ms, num_threads)
+    start = time.perf_counter()
+    if workers <= 1:
+        raw = _evaluate_seeds(*args, seeds, *tail, policy=policy)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        del policy
+        shards = [seeds[i::workers] for i in range(workers) if seeds[i::workers]]
+        with ProcessPoolExecutor(len(shards), mp_context=mp.get_context("spawn")) as pool:
+            parts = list(pool.map(_evaluate_seeds, *zip(*[(*args, shard, *tail) for shard in shards])))
+        raw = {name: sorted((r for part in parts for r in part[name]), key=lambda r: r["seed"]) for name in samplers}
+    report: dict[str, Any] = {
+        "task": task,
+        "episodes": episodes,
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "seeds": seeds,
+        "device": device,
+        "workers": workers,
+        "wall_time_s": time.perf_counter() - start,
+        "samplers": {name: summarize([EpisodeResult(**r) for r in raw[name]]) for name in samplers},
+    }
+    if progress is not None:
+        progress(format_table(report))
+    return report
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """Plain-text table of the per-sampler results."""
+    header = f"{'sampler':<18} {'success':>8} {'95% CI':>15} {'max rew':>8} {'len':>6} {'rounds':>7} {'p50 ms':>8} {'p90 ms':>8}"
+    lines = [f"task={report['task']} episodes={report['episodes']}", header, "-" * len(header)]
+    for name, s in report["samplers"].items():
+        lo, hi = s["success_ci95"]
+        lines.append(
+            f"{name:<18} {s['success_rate']:>8.1%} {f'[{lo:.2f}, {hi:.2f}]':>15} {s['mean_max_reward']:>8.2f} "
+            f"{s['episode_length_mean']:>6.1f} {s['rounds_median']:>7.1f} {s['latency_ms_p50']:>8.1f} {s['latency_ms_p90']:>8.1f}"
+        )
+    return "\n".join(lines)
+
+
+def iter_names(value: Iterable[str] | str) -> list[str]:
+    """Accept a list or a comma-separated string of sampler names."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value]
