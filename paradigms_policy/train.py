@@ -1,0 +1,226 @@
+"""paradigms-train: train a low-dim DiffusionPolicy on a zarr replay buffer (hydra app, config/train.yaml).
+
+The policy is DiffusionPolicy's UNet low-dim policy with observations as global condition: the
+normalized obs of n_obs_steps steps condition a ConditionalUnet1D that predicts the noise added to
+the normalized action horizon (DDPM training, MSE). AdamW + warm-up/cosine LR, EMA weights (the
+deployed ones), validation loss, tqdm bar, periodic resumable checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from . import paths
+from .checkpoint import load_checkpoint, save_checkpoint, slim_checkpoint
+from .data.replay_buffer import ReplayBuffer
+from .data.sequence_dataset import SequenceDataset
+from .model.normalizer import LinearNormalizer
+from .training.ema import EMAModel
+from .training.lr import make_lr_scheduler
+from .training.network import NoiseAdder, PolicyNetwork, build_obs_encoder, obs_encoder_spec
+
+__all__ = ["main", "train", "make_dataset", "model_kwargs_for"]
+
+log = logging.getLogger(__name__)
+
+
+def resolve_obs_keys(buffer: ReplayBuffer, cfg_keys: Any, action_key: str) -> list[str]:
+    if cfg_keys is not None:
+        return list(cfg_keys)
+    recorded = buffer.attrs.get("obs_keys")
+    if recorded:
+        return list(recorded)
+    return [key for key in buffer.keys() if key != action_key]
+
+
+def make_dataset(cfg: DictConfig) -> SequenceDataset:
+    path = Path(cfg.dataset.path)
+    if not path.exists():
+        raise FileNotFoundError(f"dataset.path {path} does not exist (a zarr replay buffer; see paradigms-demos)")
+    buffer = ReplayBuffer.open(path, mode="r")
+    obs_keys = resolve_obs_keys(buffer, cfg.dataset.obs_keys, cfg.dataset.action_key)
+    return SequenceDataset(
+        buffer, cfg.horizon, obs_keys, n_obs_steps=cfg.n_obs_steps, n_action_steps=cfg.n_action_steps,
+        action_key=cfg.dataset.action_key, val_ratio=cfg.dataset.val_ratio, seed=cfg.dataset.seed,
+    )
+
+
+def model_kwargs_for(cfg: DictConfig, action_dim: int, global_cond_dim: int) -> dict[str, Any]:
+    """ConditionalUnet1D constructor arguments (stored verbatim in the checkpoint)."""
+    return {
+        "input_dim": int(action_dim),
+        "local_cond_dim": None,
+        "global_cond_dim": int(global_cond_dim),
+        "diffusion_step_embed_dim": int(cfg.model.diffusion_step_embed_dim),
+        "down_dims": [int(d) for d in cfg.model.down_dims],
+        "kernel_size": int(cfg.model.kernel_size),
+        "n_groups": int(cfg.model.n_groups),
+        "cond_predict_scale": bool(cfg.model.cond_predict_scale),
+    }
+
+
+def normalize_batch(normalizer: LinearNormalizer, batch: dict, device: torch.device) -> tuple[dict, torch.Tensor]:
+    nobs = {key: normalizer[key].normalize(value.to(device)) for key, value in batch["obs"].items()}
+    return nobs, normalizer["action"].normalize(batch["action"].to(device))
+
+
+@torch.no_grad()
+def validation_loss(network: PolicyNetwork, noise: NoiseAdder, normalizer: LinearNormalizer,
+                    dataset: SequenceDataset, cfg: DictConfig, device: torch.device) -> float | None:
+    """Mean loss over the first val_batches batches, with fixed noise so values are comparable over time."""
+    if len(dataset) == 0:
+        return None
+    generator = torch.Generator(device=device).manual_seed(int(cfg.training.seed))
+    order_rng = np.random.default_rng(int(cfg.training.seed))
+    losses = []
+    for i, batch in enumerate(dataset.iter_batches(int(cfg.training.batch_size), generator=order_rng)):
+        if i >= int(cfg.training.val_batches):
+            break
+        nobs, naction = normalize_batch(normalizer, batch, device)
+        losses.append(float(noise.loss(network, nobs, naction, generator=generator)))
+    return float(np.mean(losses))
+
+
+def batch_for_step(dataset: SequenceDataset, step: int, batch_size: int, seed: int) -> dict:
+    """Batch number ``step`` of a deterministic epoch-wise shuffle (so a resumed run draws the same batches)."""
+    per_epoch = max(1, len(dataset) // batch_size)
+    epoch, position = divmod(step, per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(len(dataset))
+    return dataset.get_batch(order[position * batch_size: (position + 1) * batch_size])
+
+
+def train(cfg: DictConfig) -> Path:
+    """Run training as configured; returns the final checkpoint path."""
+    started = time.perf_counter()
+    if cfg.training.num_threads:
+        torch.set_num_threads(int(cfg.training.num_threads))
+    seed = int(cfg.training.seed)
+    torch.manual_seed(seed)
+    device = torch.device(cfg.training.device)
+    out_dir = Path(cfg.out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+
+    dataset = make_dataset(cfg)
+    env_args = ReplayBuffer.open(cfg.dataset.path, mode="r").attrs.get("env_args")  # robomimic env metadata, if any
+    val_dataset = dataset.get_validation_dataset()
+    batch_size = min(int(cfg.training.batch_size), len(dataset))
+    normalizer = dataset.get_normalizer().to(device)
+    shape_meta = dataset.shape_meta
+    images = [key for key, meta in shape_meta["obs"].items() if meta["type"] == "rgb"]
+    if images:
+        raise NotImplementedError(f"paradigms-train trains low-dim policies only; image observations {images} "
+                                  "need an image normalizer and augmentation that are not implemented")
+    encoder_spec = obs_encoder_spec(shape_meta)
+    feature_dim = build_obs_encoder(encoder_spec).output_dim  # encoder width decides the UNet's condition size
+    model_kwargs = model_kwargs_for(cfg, dataset.action_dim, feature_dim * int(cfg.n_obs_steps))
+    network = PolicyNetwork(encoder_spec, model_kwargs, cfg.n_obs_steps).to(device)
+    noise = NoiseAdder(**OmegaConf.to_container(cfg.noise_scheduler, resolve=True))
+    ema = EMAModel(network, **OmegaConf.to_container(cfg.ema, resolve=True))
+    optimizer = torch.optim.AdamW(
+        network.parameters(), lr=float(cfg.optimizer.lr), weight_decay=float(cfg.optimizer.weight_decay),
+        betas=tuple(cfg.optimizer.betas), eps=float(cfg.optimizer.eps),
+    )
+    max_steps = int(cfg.training.max_steps)
+    lr_scheduler = make_lr_scheduler(optimizer, cfg.lr_scheduler.name, int(cfg.lr_scheduler.warmup_steps), max_steps)
+    n_params = sum(p.numel() for p in network.parameters())
+    log.info("dataset %s; %d params; batch %d", dataset, n_params, batch_size)
+
+    global_step, history, prior_wall = 0, [], 0.0
+    latest = ckpt_dir / "latest.pt"
+    if cfg.resume and latest.exists():
+        state = load_checkpoint(latest, map_location=device)
+        network.load_state_dict(state["state_dicts"]["model"])
+        ema.averaged_model.load_state_dict(state["state_dicts"]["ema_model"])
+        optimizer.load_state_dict(state["state_dicts"]["optimizer"])
+        lr_scheduler.load_state_dict(state["state_dicts"]["lr_scheduler"])
+        global_step = int(state["training"]["global_step"])
+        ema.optimization_step = global_step
+        history = list(state["training"]["losses"])
+        prior_wall = float(state["training"]["wall_time_s"])
+        torch.set_rng_state(state["training"]["torch_rng_state"])
+        log.info("resumed from %s at step %d", latest, global_step)
+
+    config_dict = OmegaConf.to_container(cfg, resolve=True)
+
+    def checkpoint_fields() -> dict[str, Any]:
+        steps_per_epoch = max(1, len(dataset) // batch_size)
+        return dict(
+            config=config_dict, shape_meta=shape_meta, horizon=int(cfg.horizon), n_obs_steps=int(cfg.n_obs_steps),
+            n_action_steps=int(cfg.n_action_steps), model_kwargs=model_kwargs, obs_encoder=encoder_spec,
+            noise_scheduler=OmegaConf.to_container(cfg.noise_scheduler, resolve=True),
+            state_dicts={"model": network.state_dict(), "ema_model": ema.averaged_model.state_dict(),
+                         "optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict()},
+            normalizer=normalizer.state_dict(), env_args=env_args,
+            training={"global_step": global_step, "epoch": global_step // steps_per_epoch, "losses": history,
+                      "wall_time_s": prior_wall + time.perf_counter() - started, "torch_version": str(torch.__version__),
+                      "seed": seed, "n_params": n_params, "batch_size": batch_size,
+                      "n_train_windows": len(dataset), "n_val_windows": len(val_dataset),
+                      "n_train_episodes": dataset.n_episodes, "n_val_episodes": val_dataset.n_episodes,
+                      "torch_rng_state": torch.get_rng_state()},
+        )
+
+    network.train()
+    bar = tqdm(total=max_steps, initial=global_step, disable=not cfg.training.progress, desc="train",
+               mininterval=2.0, dynamic_ncols=True)
+    running = []
+    while global_step < max_steps:
+        batch = batch_for_step(dataset, global_step, batch_size, seed)
+        nobs, naction = normalize_batch(normalizer, batch, device)
+        loss = noise.loss(network, nobs, naction)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        lr_scheduler.step()
+        ema.step(network)
+        global_step += 1
+        running.append(loss.item())
+        bar.update(1)
+        record: dict[str, Any] = {}
+        if global_step % int(cfg.training.log_every) == 0 or global_step == max_steps:
+            record = {"step": global_step, "train_loss": float(np.mean(running)), "lr": lr_scheduler.get_last_lr()[0]}
+            running = []
+        if global_step % int(cfg.training.val_every) == 0 or global_step == max_steps:
+            val = validation_loss(ema.averaged_model, noise, normalizer, val_dataset, cfg, device)
+            record = record or {"step": global_step, "lr": lr_scheduler.get_last_lr()[0]}
+            record["val_loss"] = val
+        if record:
+            history.append(record)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "step" and v is not None})
+        if global_step % int(cfg.training.checkpoint_every) == 0 and global_step < max_steps:
+            save_checkpoint(latest, **checkpoint_fields())
+    bar.close()
+
+    fields = checkpoint_fields()
+    save_checkpoint(latest, **fields)
+    final = save_checkpoint(ckpt_dir / "final.pt", **fields)
+    if cfg.export_path:
+        export = save_checkpoint(cfg.export_path, **slim_checkpoint(fields))
+        log.info("exported slim checkpoint to %s", export)
+    summary = {key: fields["training"][key] for key in fields["training"] if key != "torch_rng_state"}
+    (out_dir / "train_log.json").write_text(json.dumps(summary, indent=1, default=float))
+    last = [r for r in history if "train_loss" in r]
+    if last:
+        log.info("done: step %d, train loss %.4f, %.0f s", global_step, last[-1]["train_loss"], summary["wall_time_s"])
+    return final
+
+
+@hydra.main(version_base="1.3", config_path=str(paths.config_dir()), config_name="train")
+def main(cfg: DictConfig) -> None:
+    final = train(cfg)
+    print(f"final checkpoint: {final}")
+
+
+if __name__ == "__main__":
+    main()

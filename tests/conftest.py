@@ -1,0 +1,133 @@
+"""Shared fixtures: a small synthetic, bimodal demonstration set in the zarr replay-buffer layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def make_bimodal_episodes(n_episodes: int = 12, length: int = 40, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """A point moves from near the origin to one of two goals (+y or -y), chosen at random per episode.
+
+    Observations: ``pos`` [2] (the point) and ``target`` [3] (x-progress plus a constant cue
+    that does NOT reveal the branch), so for the first steps the action distribution is bimodal,
+    like human demonstrations going around an obstacle either way. Action [2]: the next position.
+    """
+    rng = np.random.default_rng(seed)
+    episodes = []
+    for _ in range(n_episodes):
+        branch = rng.choice([-1.0, 1.0])
+        s = np.linspace(0.0, 1.0, length + 1)
+        path = np.stack([s, branch * np.sin(np.pi * s) * 0.8], axis=1) + rng.normal(0, 0.01, (1, 2))
+        pos = path[:-1].astype(np.float32)
+        action = path[1:].astype(np.float32)
+        target = np.stack([1.0 - s[:-1], np.full(length, 0.5), np.ones(length)], axis=1).astype(np.float32)
+        episodes.append({"pos": pos, "target": target, "action": action})
+    return episodes
+
+
+@pytest.fixture
+def bimodal_episodes() -> list[dict[str, np.ndarray]]:
+    return make_bimodal_episodes()
+
+
+@pytest.fixture
+def bimodal_zarr(tmp_path: Path) -> Path:
+    """Path of a zarr replay buffer with 12 bimodal episodes (keys pos, target, action)."""
+    from paradigms_policy.data.replay_buffer import ReplayBuffer
+
+    path = tmp_path / "bimodal.zarr"
+    buffer = ReplayBuffer.create(path)
+    for episode in make_bimodal_episodes():
+        buffer.add_episode(episode)
+    return path
+
+
+TINY_TRAIN_OVERRIDES = [
+    "model.down_dims=[16,32]",
+    "model.diffusion_step_embed_dim=16",
+    "model.kernel_size=3",
+    "model.n_groups=4",
+    "horizon=8",
+    "n_obs_steps=2",
+    "n_action_steps=4",
+    "training.batch_size=32",
+    "training.num_threads=1",
+    "training.progress=false",
+    "optimizer.lr=3e-3",
+    "lr_scheduler.warmup_steps=10",
+    "dataset.val_ratio=0.2",
+]
+
+
+def compose_train_config(dataset_path: Path, out_dir: Path, overrides: list[str] = ()):
+    """The repo's config/train.yaml with a tiny network and the given overrides (hydra compose, no app run)."""
+    from hydra import compose, initialize_config_dir
+
+    from paradigms_policy import paths
+
+    with initialize_config_dir(config_dir=str(paths.config_dir()), version_base="1.3"):
+        return compose("train", overrides=[f"dataset.path={dataset_path}", f"out_dir={out_dir}",
+                                           *TINY_TRAIN_OVERRIDES, *overrides])
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """out_dir of a tiny policy trained for 300 steps on the bimodal data (shared by the train/policy tests)."""
+    import torch
+
+    from paradigms_policy.data.replay_buffer import ReplayBuffer
+    from paradigms_policy.train import train
+
+    root = tmp_path_factory.mktemp("trained")
+    buffer = ReplayBuffer.create(root / "bimodal.zarr")
+    for episode in make_bimodal_episodes(n_episodes=16):
+        buffer.add_episode(episode)
+    cfg = compose_train_config(root / "bimodal.zarr", root / "run",
+                               ["training.max_steps=300", "training.val_every=100", "training.log_every=25",
+                                "training.checkpoint_every=100", f"export_path={root / 'slim.pt'}"])
+    threads = torch.get_num_threads()
+    try:
+        train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    return root / "run"
+
+
+def make_random_checkpoint(path: Path, *, down_dims=(16, 32), obs_shapes=None, action_dim: int = 2,
+                           horizon: int = 8, n_obs_steps: int = 2, n_action_steps: int = 4, seed: int = 0) -> Path:
+    """An untrained but complete checkpoint (tiny UNet, normalizer fitted on random data) in milliseconds."""
+    import torch
+
+    from paradigms_policy.checkpoint import save_checkpoint
+    from paradigms_policy.model.normalizer import LinearNormalizer
+    from paradigms_policy.training.network import PolicyNetwork, obs_encoder_spec
+
+    torch.manual_seed(seed)
+    obs_shapes = obs_shapes or {"pos": [2], "target": [3]}
+    shape_meta = {"obs": {k: {"shape": list(s), "type": "low_dim"} for k, s in obs_shapes.items()},
+                  "action": {"shape": [action_dim]}}
+    spec = obs_encoder_spec(shape_meta)
+    obs_dim = sum(int(np.prod(s)) for s in obs_shapes.values())
+    model_kwargs = dict(input_dim=action_dim, local_cond_dim=None, global_cond_dim=obs_dim * n_obs_steps,
+                        diffusion_step_embed_dim=16, down_dims=list(down_dims), kernel_size=3, n_groups=4,
+                        cond_predict_scale=True)
+    network = PolicyNetwork(spec, model_kwargs, n_obs_steps)
+    rng = np.random.default_rng(seed)
+    data = {k: rng.normal(size=(64, *s)).astype(np.float32) for k, s in obs_shapes.items()}
+    data["action"] = rng.uniform(-1, 1, size=(64, action_dim)).astype(np.float32)
+    normalizer = LinearNormalizer().fit(data)
+    return save_checkpoint(
+        path, config={"note": "random test checkpoint"}, shape_meta=shape_meta, horizon=horizon,
+        n_obs_steps=n_obs_steps, n_action_steps=n_action_steps, model_kwargs=model_kwargs, obs_encoder=spec,
+        noise_scheduler={"num_train_timesteps": 100, "beta_schedule": "squaredcos_cap_v2",
+                         "prediction_type": "epsilon", "clip_sample": True},
+        state_dicts={"ema_model": network.state_dict(), "model": network.state_dict()},
+        normalizer=normalizer.state_dict(), training={"global_step": 0, "seed": seed})
+
+
+@pytest.fixture
+def random_checkpoint(tmp_path: Path) -> Path:
+    return make_random_checkpoint(tmp_path / "random.pt")
