@@ -1,0 +1,187 @@
+"""Sliding-window Picard solver: exactness against the sequential sampler, rounds, stats."""
+
+import pytest
+import torch
+
+from paradigms_policy.diffusion.picard import solve_picard
+from paradigms_policy.diffusion.sequential import draw_noise, sample_sequential
+from paradigms_policy.diffusion.step_rules import make_step_rule
+
+HORIZON, ACTION_DIM = 8, 3
+
+
+def fake_denoiser(seed: int = 0, dtype=torch.float64, shift: float = 0.0):
+    """Small deterministic nonlinear 'network': mixes the horizon and the action dims.
+
+    `shift` plays the role of the observation conditioning.
+    """
+    g = torch.Generator().manual_seed(seed)
+    mix_t = torch.randn(HORIZON, HORIZON, generator=g, dtype=dtype) / HORIZON**0.5
+    mix_a = torch.randn(ACTION_DIM, ACTION_DIM, generator=g, dtype=dtype) / ACTION_DIM**0.5
+    calls = {"n": 0, "windows": []}
+
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # x: [W,B,H,A], t: Long[W]
+        calls["n"] += 1
+        calls["windows"].append(x.shape[0])
+        tt = (t.to(dtype) / 100.0).reshape(-1, 1, 1, 1)
+        h = torch.einsum("hk,wbka,ac->wbhc", mix_t, x, mix_a)
+        return 0.8 * torch.tanh(h + tt + shift) + 0.3 * x * torch.cos(3 * tt)
+
+    denoise.calls = calls
+    return denoise
+
+
+def gmm_denoiser(rule, phase: float = 0.0, std: float = 0.1):
+    """Exact epsilon of a two-mode Gaussian mixture of smooth trajectories (a 'perfect network').
+
+    The modes are smooth functions of absolute action time; ``phase`` shifts time, so a
+    later control cycle sees the same curves advanced along the horizon.
+    """
+    abar = rule.schedule.alphas_cumprod
+    calls = {"n": 0, "windows": []}
+
+    def means(dtype):
+        h = torch.arange(HORIZON, dtype=dtype) / HORIZON + phase
+        a = torch.arange(ACTION_DIM, dtype=dtype)
+        up = 0.6 * torch.sin(3 * h[:, None] + a[None, :])
+        down = -0.5 * torch.cos(2 * h[:, None] + a[None, :])
+        return torch.stack([up, down])  # [K=2, H, A]
+
+    def denoise(x, t):  # x: [W,B,H,A]
+        calls["n"] += 1
+        calls["windows"].append(x.shape[0])
+        ab = abar[t].to(x.dtype).reshape(-1, 1, 1, 1, 1)  # [W,1,1,1,1] over [W,B,K,H,A]
+        mu = means(x.dtype)[None, None]
+        var = ab * std**2 + (1 - ab)
+        d = x.unsqueeze(2) - ab.sqrt() * mu
+        w = torch.softmax(-(d**2 / var).sum((-1, -2)) / 2, dim=2)[..., None, None]
+        x0 = (w * (mu + ab.sqrt() * std**2 / var * d)).sum(2)
+        return (x - ab[:, :, 0].sqrt() * x0) / (1 - ab[:, :, 0]).sqrt()
+
+    denoise.calls = calls
+    return denoise
+
+
+def problem(kind: str, steps: int, batch: int = 2, seed: int = 1):
+    rule = make_step_rule(kind, steps)
+    g = torch.Generator().manual_seed(seed)
+    x_init, noise = draw_noise(rule, (batch, HORIZON, ACTION_DIM), generator=g, dtype=torch.float64)
+    return rule, x_init, noise
+
+
+@pytest.mark.parametrize("kind,steps", [("ddpm", 25), ("ddim", 20), ("dpmsolver++", 20), ("ddpm", 100)])
+@pytest.mark.parametrize("window", [4, 16])
+def test_tight_tolerance_equals_sequential(kind, steps, window):
+    rule, x_init, noise = problem(kind, steps)
+    denoise = fake_denoiser()
+    ref = sample_sequential(denoise, rule, x_init, noise)
+    res = solve_picard(denoise, rule, x_init, noise, window=window, tolerance=1e-8)
+    assert res.stats.converged
+    assert res.stats.rounds <= steps
+    assert torch.allclose(res.sample, ref.sample, atol=1e-5, rtol=0)
+    assert torch.allclose(res.trajectory, ref.trajectory, atol=1e-5, rtol=0)
+    assert res.stats.nfe >= res.stats.rounds
+    assert len(res.stats.residual_history) == res.stats.rounds
+
+
+@pytest.mark.parametrize("kind", ["ddpm", "ddim", "dpmsolver++"])
+def test_window_one_is_the_sequential_sampler(kind):
+    rule, x_init, noise = problem(kind, 12)
+    denoise = fake_denoiser()
+    ref = sample_sequential(denoise, rule, x_init, noise)
+    res = solve_picard(denoise, rule, x_init, noise, window=1, tolerance=0.5)
+    assert torch.equal(res.sample, ref.sample)
+    assert res.stats.rounds == 12 and res.stats.nfe == 12
+
+
+def test_one_batched_call_per_round_with_window_shapes():
+    rule, x_init, noise = problem("ddpm", 20)
+    denoise = fake_denoiser()
+    res = solve_picard(denoise, rule, x_init, noise, window=8, tolerance=0.1)
+    assert denoise.calls["n"] == res.stats.rounds
+    assert sum(denoise.calls["windows"]) == res.stats.nfe
+    assert max(denoise.calls["windows"]) <= 8
+
+
+def test_max_rounds_stops_unconverged():
+    rule, x_init, noise = problem("ddpm", 20)
+    res = solve_picard(fake_denoiser(), rule, x_init, noise, window=20, tolerance=0.0, max_rounds=3)
+    assert res.stats.rounds == 3 and not res.stats.converged and not res.stats.deadline_hit
+    assert torch.equal(res.sample, res.trajectory[-1])
+
+
+def test_init_with_the_solution_converges_in_one_round():
+    rule, x_init, noise = problem("ddim", 20)
+    denoise = fake_denoiser()
+    ref = sample_sequential(denoise, rule, x_init, noise)
+    res = solve_picard(denoise, rule, x_init, noise, window=20, tolerance=1e-6, abs_tolerance=1e-9,
+                       init_trajectory=ref.trajectory)
+    assert res.stats.rounds == 1 and res.stats.converged and res.stats.init == "warm"
+    assert torch.allclose(res.sample, ref.sample, atol=1e-9)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"window": 0}, "window"),
+    ({"tolerance": -0.1}, "tolerance"),
+    ({"abs_tolerance": -1.0}, "abs_tolerance"),
+])
+def test_bad_parameters_raise(kwargs, match):
+    rule, x_init, noise = problem("ddpm", 5)
+    with pytest.raises(ValueError, match=match):
+        solve_picard(fake_denoiser(), rule, x_init, noise, **kwargs)
+
+
+def test_nan_and_shape_errors():
+    rule, x_init, noise = problem("ddpm", 5)
+    bad = x_init.clone()
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="x_init"):
+        solve_picard(fake_denoiser(), rule, bad, noise)
+    bad_noise = noise.clone()
+    bad_noise[1, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="noise"):
+        solve_picard(fake_denoiser(), rule, x_init, bad_noise)
+    with pytest.raises(ValueError, match="noise must have shape"):
+        solve_picard(fake_denoiser(), rule, x_init, noise[:-1])
+    with pytest.raises(ValueError, match="init_trajectory"):
+        solve_picard(fake_denoiser(), rule, x_init, noise, init_trajectory=noise)
+
+
+def test_gmm_denoiser_matches_its_mixture():
+    """Sanity check of the test network: DDPM-100 samples land near one of the two modes."""
+    rule, x_init, noise = problem("ddpm", 100, batch=4)
+    res = sample_sequential(gmm_denoiser(rule), rule, x_init, noise)
+    assert res.sample.abs().max() <= 1.0 + 1e-9
+    assert res.sample.std() > 0.2
+
+
+@pytest.mark.parametrize("kind,steps", [("ddpm", 100), ("ddim", 50)])
+def test_realistic_problem_converges_in_far_fewer_rounds(kind, steps):
+    rule, x_init, noise = problem(kind, steps)
+    denoise = gmm_denoiser(rule)
+    ref = sample_sequential(denoise, rule, x_init, noise)
+    res = solve_picard(denoise, rule, x_init, noise, window=32, tolerance=0.1, abs_tolerance=1e-3)
+    assert res.stats.converged and res.stats.rounds < steps // 2
+    assert (res.sample - ref.sample).abs().max() < 0.02
+    assert res.stats.step_errors.shape == (steps,)
+
+
+@pytest.mark.parametrize("kind,steps", [("ddpm", 30), ("ddim", 20), ("dpmsolver++", 20)])
+def test_exact_linear_form_has_the_same_fixed_point(kind, steps):
+    rule, x_init, noise = problem(kind, steps)
+    denoise = fake_denoiser()
+    ref = sample_sequential(denoise, rule, x_init, noise)
+    res = solve_picard(denoise, rule, x_init, noise, window=8, tolerance=1e-8, exact_linear=True)
+    assert res.stats.rounds <= steps
+    assert torch.allclose(res.sample, ref.sample, atol=1e-5, rtol=0)
+    one = solve_picard(denoise, rule, x_init, noise, window=1, exact_linear=True)
+    assert torch.equal(one.sample, ref.sample)
+
+
+def test_exact_linear_form_needs_fewer_rounds_on_long_windows():
+    rule, x_init, noise = problem("ddpm", 100)
+    denoise = gmm_denoiser(rule)
+    kw = dict(window=100, tolerance=0.1, abs_tolerance=1e-3)
+    cumulative = solve_picard(denoise, rule, x_init, noise, **kw)
+    exact = solve_picard(denoise, rule, x_init, noise, exact_linear=True, **kw)
+    assert exact.stats.rounds < 0.7 * cumulative.stats.rounds
