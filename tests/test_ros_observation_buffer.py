@@ -1,0 +1,164 @@
+"""Observation history assembly with a fake clock, chunk scheduling and the worker thread."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from paradigms_policy.ros.chunk_schedule import ChunkScheduler
+from paradigms_policy.ros.inference_worker import InferenceWorker
+from paradigms_policy.ros.observation_buffer import (
+    MissingInputError,
+    ObservationBuffer,
+    StaleInputError,
+)
+
+
+@pytest.fixture
+def buffer() -> ObservationBuffer:
+    return ObservationBuffer(["/joints", "/object"], n_obs_steps=2, max_age_s=0.2)
+
+
+def test_missing_topic_is_named(buffer):
+    buffer.store("/joints", "j0", stamp=0.0)
+    with pytest.raises(MissingInputError, match="/object: no message received yet"):
+        buffer.snapshot(now=0.05)
+
+
+def test_stale_topic_is_named_with_its_age(buffer):
+    buffer.store("/joints", "j0", stamp=1.0)
+    buffer.store("/object", "o0", stamp=0.5)
+    with pytest.raises(StaleInputError, match=r"/object: stale: newest message is 500 ms old") as info:
+        buffer.snapshot(now=1.0)
+    assert info.value.topic == "/object"
+
+
+def test_history_is_one_entry_per_tick_oldest_first_with_edge_padding(buffer):
+    buffer.store("/joints", "j0", stamp=0.0)
+    buffer.store("/object", "o0", stamp=0.0)
+    buffer.snapshot(now=0.1)
+    first = buffer.history()
+    assert [s.message for s in first["/joints"]] == ["j0", "j0"]  # padded with the first tick
+    buffer.store("/joints", "j1", stamp=0.15)
+    buffer.store("/joints", "j2", stamp=0.19)  # only the latest before the tick counts
+    buffer.snapshot(now=0.2)
+    history = buffer.history()
+    assert [s.message for s in history["/joints"]] == ["j0", "j2"]
+    assert [s.message for s in history["/object"]] == ["o0", "o0"]  # slower sensor: repeated, still fresh
+    assert [s.stamp for s in history["/joints"]] == [0.0, 0.19]
+
+
+def test_stale_input_clears_history_and_recovers_with_fresh_data(buffer):
+    buffer.store("/joints", "j0", stamp=0.0)
+    buffer.store("/object", "o0", stamp=0.0)
+    buffer.snapshot(now=0.1)
+    with pytest.raises(StaleInputError):
+        buffer.snapshot(now=0.5)
+    with pytest.raises(MissingInputError):
+        buffer.history()
+    buffer.store("/joints", "j1", stamp=0.6)
+    buffer.store("/object", "o1", stamp=0.6)
+    buffer.snapshot(now=0.65)
+    assert [s.message for s in buffer.history()["/object"]] == ["o1", "o1"]
+
+
+def test_unknown_topic_and_bad_settings_raise(buffer):
+    with pytest.raises(KeyError, match="/nope"):
+        buffer.store("/nope", "x", 0.0)
+    with pytest.raises(ValueError, match="n_obs_steps"):
+        ObservationBuffer(["/a"], n_obs_steps=0, max_age_s=1.0)
+    with pytest.raises(ValueError, match="unique"):
+        ObservationBuffer(["/a", "/a"], n_obs_steps=1, max_age_s=1.0)
+
+
+def test_scheduler_first_chunk_is_cold_and_starts_after_arrival():
+    scheduler = ChunkScheduler(period_s=0.1, budget_s=0.05)
+    assert scheduler.due(10.0)
+    plan = scheduler.plan(10.0)  # arrives by 10.05; + half a period so no robot tick has passed it
+    assert plan.n_executed is None and plan.stamp_s == pytest.approx(10.1) and plan.first
+
+
+def test_scheduler_next_chunk_continues_where_the_robot_will_be():
+    scheduler = ChunkScheduler(period_s=0.1, budget_s=0.05)
+    scheduler.published(stamp_s=10.0, length=8)  # actions at 10.0 .. 10.7, runs out at 10.8
+    assert not scheduler.due(10.5)  # the next tick (10.6) is still early enough
+    assert scheduler.due(10.6)
+    plan = scheduler.plan(10.6)  # arrives by 10.65: action 7 (10.7) may already run on the tick nearest it
+    assert plan.n_executed == 8 and plan.stamp_s == pytest.approx(10.8) and plan.gap_s == 0.0 and not plan.first
+    plan = scheduler.plan(10.5)  # arrives by 10.55: actions 0..6 started, 7 not
+    assert plan.n_executed == 7 and plan.stamp_s == pytest.approx(10.7)
+    assert scheduler.executed_by(9.0) == 0 and scheduler.executed_by(20.0) == 8
+
+
+def test_scheduler_reports_gap_when_robot_runs_out():
+    scheduler = ChunkScheduler(period_s=0.1, budget_s=0.05)
+    scheduler.published(stamp_s=10.0, length=4)
+    plan = scheduler.plan(11.0)  # arrival 11.05, chunk ended at 10.4
+    assert plan.stamp_s == pytest.approx(11.2) and plan.n_executed == 12
+    assert plan.gap_s == pytest.approx(0.8)
+
+
+def test_action_queue_runs_one_point_per_tick_in_order_and_drops_missed_points():
+    from paradigms_policy.ros.sim_robot_node import ActionQueue
+
+    queue = ActionQueue()
+    actions = np.arange(4, dtype=np.float64)[:, None]
+    queue.insert_chunk(10.0, np.array([0.0, 0.1, 0.2, 0.3]), actions)
+    assert queue.pop_due(9.9, 0.1) == (None, 0)  # not yet within half a period
+    ran = [queue.pop_due(t, 0.1)[0][0] for t in (9.96, 10.04, 10.16, 10.24)]  # jittery ticks, phase -0.04
+    assert ran == [0.0, 1.0, 2.0, 3.0]
+    queue.insert_chunk(10.4, np.array([0.0, 0.1]), actions[:2] + 4)  # continues the run at the same phase
+    assert queue.pop_due(10.30, 0.1) == (None, 0)  # its tick (10.4 - 0.04) is more than half a period away
+    assert queue.pop_due(10.37, 0.1)[0][0] == 4.0
+    queue.insert_chunk(11.0, np.array([0.0, 0.1, 0.2]), actions[:3] + 10)
+    action, dropped = queue.pop_due(11.19, 0.1)  # 10.5 (left over) and 11.0 are over 1.5 periods late
+    assert action[0] == 11.0 and dropped == 2
+
+
+def test_action_queue_new_chunk_replaces_the_future_and_never_repeats_a_slot():
+    from paradigms_policy.ros.sim_robot_node import ActionQueue
+
+    queue = ActionQueue()
+    queue.insert_chunk(10.0, np.arange(4) * 0.1, np.zeros((4, 1)))
+    assert queue.pop_due(10.0, 0.1)[0][0] == 0.0
+    assert queue.pop_due(10.1, 0.1)[0][0] == 0.0
+    skipped = queue.insert_chunk(10.1, np.arange(4) * 0.1, np.ones((4, 1)))  # 10.1 already ran
+    assert skipped == 1
+    assert queue.times == pytest.approx([10.2, 10.3, 10.4])
+    assert queue.pop_due(10.2, 0.1)[0][0] == 1.0
+
+
+def test_worker_runs_jobs_one_at_a_time_off_the_caller_thread():
+    release = threading.Event()
+    seen = []
+
+    def handler(job):
+        seen.append((job, threading.current_thread().name))
+        release.wait(5)
+
+    worker = InferenceWorker(handler, name="test_worker")
+    assert worker.submit(1)
+    assert not worker.submit(2)  # busy: refused, never queued behind
+    release.set()
+    assert worker.wait_idle(5)
+    assert worker.submit(3)
+    assert worker.wait_idle(5)
+    worker.stop()
+    assert seen == [(1, "test_worker"), (3, "test_worker")]
+
+
+def test_worker_survives_a_failing_job():
+    errors = []
+
+    def handler(job):
+        if job == "bad":
+            raise RuntimeError("boom")
+
+    worker = InferenceWorker(handler, on_error=errors.append)
+    worker.submit("bad")
+    worker.wait_idle(5)
+    assert worker.submit("good") and worker.wait_idle(5)
+    worker.stop()
+    assert [str(e) for e in errors] == ["boom"]
