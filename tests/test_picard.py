@@ -185,3 +185,32 @@ def test_exact_linear_form_needs_fewer_rounds_on_long_windows():
     cumulative = solve_picard(denoise, rule, x_init, noise, **kw)
     exact = solve_picard(denoise, rule, x_init, noise, exact_linear=True, **kw)
     assert exact.stats.rounds < 0.7 * cumulative.stats.rounds
+
+
+def test_transfer_matrix_is_the_linear_recursion():
+    """y_0 = g_0, y_i = a_i y_{i-1} + g_i, including a zero coefficient (last DDPM step)."""
+    from paradigms_policy.diffusion.picard import apply_transfer, transfer_matrix
+
+    g = torch.Generator().manual_seed(3)
+    a = torch.rand(7, generator=g, dtype=torch.float64)
+    a[4] = 0.0
+    rhs = torch.randn(7, 2, 3, generator=g, dtype=torch.float64)
+    expected = rhs.clone()
+    for i in range(1, 7):
+        expected[i] = a[i] * expected[i - 1] + rhs[i]
+    assert torch.allclose(apply_transfer(transfer_matrix(a), rhs), expected, atol=1e-12)
+
+
+def test_convergence_measure_is_the_change_of_the_cumulative_update():
+    """The criterion's cumulative residual equals the state change of ParaDiGMS's update."""
+    from paradigms_policy.diffusion.picard import cumulative_residual, picard_states
+
+    g = torch.Generator().manual_seed(5)
+    states = torch.randn(7, 2, 3, generator=g, dtype=torch.float64)  # x_begin .. x_begin+6
+    stepped = torch.randn(6, 2, 3, generator=g, dtype=torch.float64)  # F_j(x_j), j = begin..begin+5
+    change = picard_states(stepped, states[:-1]) - states[1:]
+    assert torch.allclose(cumulative_residual(stepped, states[1:]), change, atol=1e-12)
+    # the exact-linear update changes less (discounted), which is why it is not the measure
+    a = torch.full((6,), 0.5, dtype=torch.float64)
+    linear_change = picard_states(stepped, states[:-1], a) - states[1:]
+    assert not torch.allclose(linear_change, change)

@@ -28,6 +28,11 @@ sequential sample at tolerance 0. Safeguard (per state and batch element): the
 plain Picard update is used where the accelerated one is not predicted to
 reduce the triangular residual, or where the triangular residual (sum over
 s <= t) grew after the previous round's accelerated update.
+
+Convergence is judged on the undiscounted cumulative residual sum_{s<=t} r_s
+(picard.cumulative_residual), the more conservative measure, not on the
+discounted R_t. Even so the exact-linear form needs a tight tolerance on the
+trained Lift checkpoint (samplers.py: 0.01 / abs 1e-3).
 """
 
 from __future__ import annotations
@@ -38,8 +43,8 @@ import torch
 
 from .budget import Clock, DeadlineGuard, RoundTimeEstimator, validate_deadline
 from .criteria import ConvergenceCriterion, leading_converged
-from .picard import (DEFAULT_TOLERANCE, DEFAULT_WINDOW, Denoiser, SolveLog, TrajectoryState,
-                     finish_unconverged, make_result, make_stats, next_window, validate_solver_inputs)
+from .picard import (DEFAULT_TOLERANCE, DEFAULT_WINDOW, Denoiser, SolveLog, TrajectoryState, apply_transfer,
+                     finish_unconverged, transfer_matrix, make_result, make_stats, next_window, validate_solver_inputs)
 from .types import SampleResult
 
 DEFAULT_HISTORY = 2
@@ -61,16 +66,17 @@ def windowed_sum(r: torch.Tensor, order_k: int, a: torch.Tensor | None = None) -
         out = c.clone()
         out[order_k:] = c[order_k:] - c[:-order_k]
         return out
-    w = r.shape[0]
-    out = r.clone()
-    for t in range(1, w):
-        out[t] = a[t] * out[t - 1] + r[t]
-    if order_k >= w:
-        return out
-    full = out.clone()
-    for t in range(order_k, w):  # drop the terms older than k: subtract their propagated sum
-        out[t] = full[t] - torch.prod(a[t - order_k + 1:t + 1]) * full[t - order_k]
-    return out
+    return apply_transfer(discounted_sum_matrix(a, order_k), r)
+
+
+def discounted_sum_matrix(a: torch.Tensor, order_k: int) -> torch.Tensor:
+    """[W,W] matrix M with (M r)_t = sum_{s = max(0, t-k+1)..t} (prod a_{s+1..t}) r_s."""
+    matrix = transfer_matrix(a)
+    w = a.shape[0]
+    if order_k < w:
+        rows = torch.arange(w, device=a.device)
+        matrix = matrix * ((rows.unsqueeze(1) - rows.unsqueeze(0)) < order_k).to(matrix.dtype)
+    return matrix
 
 
 class AndersonHistory:
@@ -208,8 +214,10 @@ def solve_anderson(
             x64 = x_cur.reshape(w, b, -1).double()
             r = stepped.reshape(w, b, -1).double() - x64           # one-step residuals r_{begin+1..}
             a_w = state.a[begin:begin + w].double() if exact_linear else None
-            big_r = windowed_sum(r, k, a_w)
-            errors = criterion.evaluate(big_r.reshape(shape), begin)
+            sum_matrix = discounted_sum_matrix(a_w, k) if a_w is not None else None
+            big_r = windowed_sum(r, k) if a_w is None else apply_transfer(sum_matrix, r)
+            # undiscounted cumulative residual (see picard.cumulative_residual)
+            errors = criterion.evaluate(torch.cumsum(r, dim=0).reshape(shape), begin)
             new = x64 + big_r
             if k >= w:  # exactly the Picard form (first state bit-identical to a sequential step)
                 new[0] = stepped[0].reshape(b, -1).double()
@@ -220,7 +228,10 @@ def solve_anderson(
                 n = int(depth.max())
                 if n > 0:
                     dx, dr = hist.differences(begin + 1, w, n)
-                    d_big_r = torch.stack([windowed_sum(dr[i], k, a_w) for i in range(n)])
+                    if sum_matrix is None:
+                        d_big_r = torch.stack([windowed_sum(dr[i], k) for i in range(n)])
+                    else:  # all n columns in one matmul: [W,W] @ [W, n*B*D]
+                        d_big_r = apply_transfer(sum_matrix, dr.transpose(0, 1)).transpose(0, 1)
                     x_acc, gain = anderson_update(x64, big_r, dx, d_big_r, depth, lam)
                     # safeguard: residual grew after last round's accelerated update -> plain
                     prev_big_r = big_r - d_big_r[0]

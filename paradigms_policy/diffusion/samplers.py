@@ -14,22 +14,39 @@ checkpoint (``num_train_timesteps``, ``beta_schedule``, ``prediction_type``,
 solver settings (``window``, ``tolerance``, ``abs_tolerance``, ``max_rounds``,
 ``history``, ``order_k``, ``lam``) and ``deadline_policy``.
 
-Defaults for the parallel samplers were chosen with benchmarks/solver_sweep.py
-(DiffusionPolicy-shaped ConditionalUnet1D, down_dims 64-128-256, trained 8 min
-on a bimodal toy task; DDPM-100; 6 control cycles shifted by 8 of 16 actions;
-error = max abs difference to sequential DDPM-100 with the same noise, in
-normalized units; goal <= 0.02):
+Defaults for the parallel samplers were chosen on the shipped checkpoint
+(checkpoints/lift_lowdim.pt, robosuite Lift low-dim, DDPM-100) and its recorded
+held-out episodes with benchmarks/lift_solver_study.py: tuned on episodes 0-1
+(13 cold + 11 warm solves), confirmed on episodes 2-5 (28 cold + 24 warm
+solves); warm = previous cycle shifted by 8 of 16 actions; error = max abs
+difference to sequential DDPM-100 with the same noise, normalized units, goal
+<= 0.02. Rounds (median) cold/warm, max error cold/warm on episodes 2-5:
 
-- window 32. Rounds (median, cold/warm): Picard 26/19, Anderson 15.5/16;
-  window 100: Picard 26/21, Anderson 12.5/11 but 1.6x the evaluations, which is
-  what a CPU pays for (Anderson cold 710 ms at 32 vs 995 ms at 100). On a GPU,
-  where a wider batch is nearly free, prefer window=100.
-- Picard (ParaDiGMS cumulative form): tolerance 0.1 (ParaDiGMS's default), abs
-  floor 3e-3: max error 9e-4 cold / 3e-3 warm; tolerance 0.03 saves no round.
-- Anderson (ParaTAA's exact-linear form + triangular mixing, history 2):
-  tolerance 0.03, abs floor 3e-3: max error 4e-3 cold / 7e-3 warm; tolerance
-  0.1 gave 0.08 (in this form the per-round change underestimates the
-  remaining error, so it needs the tighter tolerance).
+- Picard (ParaDiGMS cumulative form): window 32, tolerance 0.1, abs floor 3e-3:
+  25/19 rounds, error 0.002/0.009. Window 100 needs the same rounds (24-25/18-20
+  on 0-1: a round slides at most ~10 steps anyway) at 2x the cost per round on
+  CPU (one batched call: W=32 ~4x, W=100 ~8x a W=1 call, 1 thread); window 16
+  needs 27/19 and its warm error reached 0.038. abs floor 0.01 saves one round
+  (24.5/18) at error 0.009/0.011: not worth halving the margin; tolerance 0.3
+  reached 0.094.
+- Anderson (ParaTAA's exact-linear form + triangular mixing, history 2): window
+  100, tolerance 0.01, abs floor 1e-3: 13/11 rounds (p90 17/13), error
+  0.012/0.014, i.e. about half of Picard's rounds. The exact-linear form needs
+  the tight tolerance: at 0.03 / 3e-3 (the toy-task defaults) its error was
+  0.031/0.044, at 0.02 / 1e-3 0.033/0.021, at 0.1 0.09-0.16 (its per-round
+  change underestimates the remaining error on a trained network). Window 50:
+  15/14 rounds, error 0.010, the same CPU wall-clock as window 100 in an
+  interleaved run (492/422 vs 521/426 ms, episodes 6-7); 100 keeps the fewer
+  rounds, which is what a GPU pays for. History 3 (abs 2e-3): no fewer rounds,
+  error 0.037. On CPU Picard warm (W=32) is as fast as Anderson warm (W=100):
+  396 vs 426 ms in the same run, since a W=100 call costs ~2x a W=32 call.
+- Warm starts help less than hoped: the previous chunk, shifted, is 0.2-0.4
+  (kept columns) and 0.3-0.6 (new tail columns) max abs away from the new
+  solution at the low-noise end (the conditioning moved 8 env steps and the
+  fresh tail noise reaches every column through the convolutions). A third of
+  the warm Picard rounds are spent on the last 10 steps (window sliding 1-2
+  steps a round); raising the abs floor to 0.02 saves only ~1 round there, so it
+  is the dynamics, not the near-zero DDPM variance, that holds the window back.
 - deadline policy: ``ddim_fallback`` (see budget.DeadlinePolicy).
 """
 
@@ -50,10 +67,14 @@ from .step_rules import make_step_rule
 from .types import Denoiser, SampleResult
 from .warm_start import WarmStartState
 
-PARALLEL_WINDOW = 32
+PICARD_WINDOW = 32
 PICARD_TOLERANCE = 0.1
-ANDERSON_TOLERANCE = 0.03
-PARALLEL_ABS_TOLERANCE = 3e-3
+PICARD_ABS_TOLERANCE = 3e-3
+ANDERSON_WINDOW = 100
+ANDERSON_TOLERANCE = 0.01
+ANDERSON_ABS_TOLERANCE = 1e-3
+PARALLEL_WINDOW = PICARD_WINDOW  # kept for callers of the old single default
+PARALLEL_ABS_TOLERANCE = PICARD_ABS_TOLERANCE
 
 _SCHEDULE_KEYS = ("num_train_timesteps", "beta_schedule", "prediction_type", "clip_sample", "clip_sample_range")
 _SOLVER_KEYS = ("window", "tolerance", "abs_tolerance", "max_rounds", "exact_linear", "history", "order_k", "lam")
@@ -177,9 +198,11 @@ def make_sampler(name: str, **overrides: Any) -> Sampler:
     schedule = {k: overrides.pop(k) for k in _SCHEDULE_KEYS if k in overrides}
     solver_cfg: dict[str, Any] = {}
     if solver != "sequential":
-        solver_cfg = {"window": PARALLEL_WINDOW,
-                      "tolerance": ANDERSON_TOLERANCE if solver == "anderson" else PICARD_TOLERANCE,
-                      "abs_tolerance": PARALLEL_ABS_TOLERANCE, "max_rounds": None,
+        anderson = solver == "anderson"
+        solver_cfg = {"window": ANDERSON_WINDOW if anderson else PICARD_WINDOW,
+                      "tolerance": ANDERSON_TOLERANCE if anderson else PICARD_TOLERANCE,
+                      "abs_tolerance": ANDERSON_ABS_TOLERANCE if anderson else PICARD_ABS_TOLERANCE,
+                      "max_rounds": None,
                       # Picard: ParaDiGMS's cumulative form; Anderson: ParaTAA's exact-linear form
                       "exact_linear": solver == "anderson"}
         if solver == "anderson":
