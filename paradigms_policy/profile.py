@@ -111,12 +111,19 @@ def _episodes_from_zarr(path: Path, first: int, keys: Sequence[str]) -> Iterator
         yield buffer.get_episode((first + i) % n, keys=list(keys))
 
 
-def _episode_from_npz(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
+def _episodes_from_npz(path: Path, keys: Sequence[str]) -> list[dict[str, np.ndarray]]:
+    """Episodes of a recorded .npz: steps concatenated, split at ``episode_ends`` when present."""
     with np.load(path) as data:
         missing = [k for k in keys if k not in data.files]
         if missing:
             raise KeyError(f"episode file {path} lacks observation keys {missing}; has {data.files}")
-        return {k: np.asarray(data[k], dtype=np.float32) for k in keys}
+        steps = {k: np.asarray(data[k], dtype=np.float32) for k in keys}
+        length = min(len(v) for v in steps.values())
+        ends = np.asarray(data["episode_ends"], dtype=np.int64) if "episode_ends" in data.files else np.array([length])
+    if len(ends) == 0 or np.any(np.diff(ends) <= 0) or ends[0] <= 0 or ends[-1] != length:
+        raise ValueError(f"episode file {path}: episode_ends {ends.tolist()} do not split its {length} steps")
+    starts = np.concatenate([[0], ends[:-1]])
+    return [{k: v[a:b] for k, v in steps.items()} for a, b in zip(starts, ends)]
 
 
 def synthesize_episode(policy, n_steps: int, seed: int) -> dict[str, np.ndarray]:
@@ -143,14 +150,16 @@ def load_episodes(cfg, policy, n_steps: int) -> tuple[Iterator[dict[str, np.ndar
     if cfg.episode_source:
         path = Path(cfg.episode_source)
         if path.suffix == ".npz":
-            return iter([_episode_from_npz(path, keys)]), f"recorded episode {path}"
+            episodes = _episodes_from_npz(path, keys)
+            return iter(episodes), f"{len(episodes)} recorded episode(s) of {path}"
         return _episodes_from_zarr(path, int(cfg.episode_index), keys), f"recorded episodes of {path} from index {cfg.episode_index}"
     checkpoint = cfg.checkpoint
     if checkpoint is None or str(checkpoint).lower() != "random":
         ckpt_path = Path(checkpoint) if checkpoint is not None else paths.default_checkpoint()
         npz = ckpt_path.with_name(ckpt_path.stem + ".episode.npz")
         if npz.is_file():
-            return iter([_episode_from_npz(npz, keys)]), f"recorded episode {npz}"
+            episodes = _episodes_from_npz(npz, keys)
+            return iter(episodes), f"{len(episodes)} recorded episode(s) of {npz}"
     episode = synthesize_episode(policy, n_steps, int(cfg.seed))
     return iter([episode]), "SYNTHETIC smooth trajectory inside the normalizer range (no recorded episode given)"
 

@@ -137,7 +137,7 @@ def test_recorded_episode_is_used_and_budget_is_reported(tmp_path):
     cfg = profile_cfg(f"checkpoint={ckpt}", f"out_dir={tmp_path / 'out'}", "cycles=10", "warmup_solves=1",
                       "threads=1", "samplers=[ddim_sequential,picard_warm]", "budget_ms=60")
     report = run_profile(cfg)
-    assert report["observations"] == f"recorded episode {tmp_path / 'tiny.episode.npz'}"
+    assert report["observations"] == f"1 recorded episode(s) of {tmp_path / 'tiny.episode.npz'}"
     assert report["cycles"] == 5  # 40 steps, re-planning every 8
     for name in ("ddim_sequential", "picard_warm"):
         d = report["samplers"][name]["deadline"]
@@ -145,6 +145,19 @@ def test_recorded_episode_is_used_and_budget_is_reported(tmp_path):
         assert 0 <= d["late_beyond_one_round"] <= d["late"] <= d["calls"]
         assert 0 <= d["deadline_hit"] <= d["calls"]
     assert report["samplers"]["ddim_sequential"]["deadline"]["deadline_hit"] == 0  # sequential runs all steps
+
+
+def test_npz_episodes_are_split_at_episode_ends(tmp_path):
+    from paradigms_policy.profile import _episodes_from_npz
+
+    steps = {k: np.arange(30 * s[0], dtype=np.float32).reshape(30, s[0]) for k, s in LIFT_OBS.items()}
+    np.savez(tmp_path / "two.npz", episode_ends=np.array([12, 30]), **steps)
+    episodes = _episodes_from_npz(tmp_path / "two.npz", list(LIFT_OBS))
+    assert [len(e["object"]) for e in episodes] == [12, 18]
+    np.testing.assert_array_equal(episodes[1]["object"][0], steps["object"][12])
+    np.savez(tmp_path / "bad.npz", episode_ends=np.array([12, 29]), **steps)
+    with pytest.raises(ValueError, match="episode_ends"):
+        _episodes_from_npz(tmp_path / "bad.npz", list(LIFT_OBS))
 
 
 def test_replay_buffer_episodes_are_replayed_one_after_another(tmp_path):

@@ -84,8 +84,10 @@ def test_cross_checks_name_the_problem():
 def test_sampler_overrides_follow_the_kind():
     params = yaml_params()
     anderson = with_changes(params, {"sampler": "anderson_warm", "sampler_window": 8, "sampler_steps": 50})
-    assert anderson.sampler_overrides() == {"num_inference_steps": 50, "tolerance": 0.1, "window": 8,
-                                            "history": 2, "deadline_policy": "publish"}
+    assert anderson.sampler_overrides() == {"num_inference_steps": 50, "window": 8,
+                                            "history": 2, "deadline_policy": "ddim_fallback"}
+    tight = with_changes(params, {"sampler": "picard_warm", "sampler_tolerance": 0.05})
+    assert tight.sampler_overrides() == {"tolerance": 0.05, "deadline_policy": "ddim_fallback"}
     assert with_changes(params, {"sampler": "ddim_sequential"}).sampler_overrides() == {}
 
 

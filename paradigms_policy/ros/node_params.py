@@ -61,13 +61,14 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("sampler", "anderson_warm", P.PARAMETER_STRING, "Diffusion sampler kind.", choices=SAMPLER_KINDS),
     ParamSpec("sampler_steps", 0, P.PARAMETER_INTEGER,
               "Number of denoising steps; 0 keeps the checkpoint's.", int_range=(0, 1000)),
-    ParamSpec("sampler_tolerance", 0.1, P.PARAMETER_DOUBLE,
-              "Convergence tolerance of the parallel solvers (ParaDiGMS criterion).", float_range=(1e-6, 10.0)),
+    ParamSpec("sampler_tolerance", 0.0, P.PARAMETER_DOUBLE,
+              "Convergence tolerance of the parallel solvers (ParaDiGMS criterion); 0 keeps the sampler's "
+              "measured default (Picard 0.1, Anderson 0.01).", float_range=(0.0, 10.0)),
     ParamSpec("sampler_window", 0, P.PARAMETER_INTEGER,
               "Steps evaluated per parallel round; 0 keeps the sampler's default.", int_range=(0, 1000)),
     ParamSpec("anderson_history", 2, P.PARAMETER_INTEGER,
               "Iterates kept by triangular Anderson acceleration.", int_range=(1, 16)),
-    ParamSpec("deadline_policy", "publish", P.PARAMETER_STRING,
+    ParamSpec("deadline_policy", "ddim_fallback", P.PARAMETER_STRING,
               "What a parallel solve that reaches the deadline publishes.", choices=DEADLINE_POLICIES),
     ParamSpec("latency_budget_ms", 80.0, P.PARAMETER_DOUBLE,
               "Time from the control tick to the published chunk; the solver stops early to meet it.",
@@ -118,10 +119,10 @@ class PolicyNodeParams:
     num_threads: int = 1
     sampler: str = "anderson_warm"
     sampler_steps: int = 0
-    sampler_tolerance: float = 0.1
+    sampler_tolerance: float = 0.0
     sampler_window: int = 0
     anderson_history: int = 2
-    deadline_policy: str = "publish"
+    deadline_policy: str = "ddim_fallback"
     latency_budget_ms: float = 80.0
     deadline_margin_ms: float = 5.0
     deadline_safety_factor: float = 1.5
@@ -155,7 +156,8 @@ class PolicyNodeParams:
         if self.sampler_steps > 0:
             overrides["num_inference_steps"] = self.sampler_steps
         if not self.sampler.endswith("_sequential"):
-            overrides["tolerance"] = self.sampler_tolerance
+            if self.sampler_tolerance > 0:
+                overrides["tolerance"] = self.sampler_tolerance
             overrides["deadline_policy"] = self.deadline_policy
             if self.sampler_window > 0:
                 overrides["window"] = self.sampler_window
