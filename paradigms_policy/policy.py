@@ -185,12 +185,20 @@ class Policy:
         return ActionResult(action=action, action_pred=action_pred, stats=result.stats, sampler=self.sampler_name,
                             result=result)
 
+    def _mean_observation(self, batch: int) -> dict[str, np.ndarray]:
+        """The training mean of every key, [batch, n_obs_steps, *shape]; stats of images and other
+        multi-axis keys are per last axis, so they broadcast rather than reshape."""
+        stats = self.normalizer.input_stats()
+        obs = {}
+        for key, shape in self.obs_shapes.items():
+            mean = stats[key]["mean"].cpu().numpy()
+            mean = mean.reshape(shape) if mean.size == int(np.prod(shape)) else np.broadcast_to(mean, shape)
+            obs[key] = np.broadcast_to(mean, (batch, self.n_obs_steps, *shape)).astype(np.float32)
+        return obs
+
     def warmup(self, batch: int = 1) -> None:
         """Allocate denoiser buffers and measure round times before the first deadline-bound call."""
-        stats = self.normalizer.input_stats()
-        obs = {key: np.broadcast_to(stats[key]["mean"].cpu().numpy().reshape(shape),
-                                    (batch, self.n_obs_steps, *shape)).copy()
-               for key, shape in self.obs_shapes.items()}
+        obs = self._mean_observation(batch)
         windows = sorted({1, min(self.sampler.window, int(self.sampler.rule.num_steps))})
         self.denoiser.warmup(windows, batch)
         nobs, _ = self._check_obs(obs)

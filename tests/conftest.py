@@ -97,20 +97,22 @@ def trained_run(tmp_path_factory) -> Path:
 
 
 def make_random_checkpoint(path: Path, *, down_dims=(16, 32), obs_shapes=None, action_dim: int = 2,
-                           horizon: int = 8, n_obs_steps: int = 2, n_action_steps: int = 4, seed: int = 0) -> Path:
+                           horizon: int = 8, n_obs_steps: int = 2, n_action_steps: int = 4, seed: int = 0,
+                           rgb_keys: tuple[str, ...] = ()) -> Path:
     """An untrained but complete checkpoint (tiny UNet, normalizer fitted on random data) in milliseconds."""
     import torch
 
     from paradigms_policy.checkpoint import save_checkpoint
     from paradigms_policy.model.normalizer import LinearNormalizer
-    from paradigms_policy.training.network import PolicyNetwork, obs_encoder_spec
+    from paradigms_policy.training.network import PolicyNetwork, build_obs_encoder, obs_encoder_spec
 
     torch.manual_seed(seed)
     obs_shapes = obs_shapes or {"pos": [2], "target": [3]}
-    shape_meta = {"obs": {k: {"shape": list(s), "type": "low_dim"} for k, s in obs_shapes.items()},
+    shape_meta = {"obs": {k: {"shape": list(s), "type": "rgb" if k in rgb_keys else "low_dim"}
+                          for k, s in obs_shapes.items()},
                   "action": {"shape": [action_dim]}}
     spec = obs_encoder_spec(shape_meta)
-    obs_dim = sum(int(np.prod(s)) for s in obs_shapes.values())
+    obs_dim = build_obs_encoder(spec).output_dim
     model_kwargs = dict(input_dim=action_dim, local_cond_dim=None, global_cond_dim=obs_dim * n_obs_steps,
                         diffusion_step_embed_dim=16, down_dims=list(down_dims), kernel_size=3, n_groups=4,
                         cond_predict_scale=True)

@@ -144,3 +144,17 @@ def test_check_compatible(policy):
         policy.check_compatible({"pos": (4,), "target": (3,)}, action_dim=2)
     with pytest.raises(PolicyCompatibilityError, match="action has 7 dims, the policy predicts 2"):
         policy.check_compatible({"pos": (2,), "target": (3,)}, action_dim=7)
+
+
+def test_image_checkpoint_warms_up_and_acts(tmp_path):
+    from conftest import make_random_checkpoint
+
+    path = make_random_checkpoint(tmp_path / "image.pt", obs_shapes={"camera": [3, 40, 40], "pos": [2]},
+                                  rgb_keys=("camera",))
+    policy = load_policy(path, sampler="ddim_sequential", num_inference_steps=4)
+    policy.warmup()
+    rng = np.random.default_rng(0)
+    out = policy.predict_action({"camera": rng.uniform(0, 1, (2, 3, 40, 40)).astype(np.float32),
+                                 "pos": rng.normal(size=(2, 2)).astype(np.float32)}, seed=0)
+    assert out.action.shape == (policy.n_action_steps, policy.action_dim)
+    assert np.isfinite(out.action).all()
