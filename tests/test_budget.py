@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from paradigms_policy.diffusion.anderson import solve_anderson
-from paradigms_policy.diffusion.budget import DeadlineGuard, DeadlinePolicy, RoundTimeEstimator
+from paradigms_policy.diffusion.budget import DECAY_AFTER_REFUSED_SOLVE, DeadlineGuard, DeadlinePolicy, RoundTimeEstimator
 from paradigms_policy.diffusion.picard import solve_picard
 from test_picard import fake_denoiser, problem
 
@@ -91,6 +91,31 @@ def test_estimator_ema_and_fallback_to_other_windows():
     assert est.estimate(1) == 0.25 and est.known_windows() == [1, 4]
     with pytest.raises(ValueError, match="smoothing"):
         RoundTimeEstimator(smoothing=0.0)
+
+
+def test_a_solve_refused_before_its_first_round_decays_the_estimates():
+    rule, x_init, noise = problem("ddpm", 20)
+    clock = FakeClock()
+    est = RoundTimeEstimator()
+    est.seed(4, 10.0)  # one slow round (a load spike) measured earlier
+    kwargs = dict(window=4, tolerance=0.0, clock=clock, round_time_estimator=est)
+    res = solve_picard(timed(fake_denoiser(), clock), rule, x_init, noise, deadline=clock.now + 3.0, **kwargs)
+    assert res.stats.rounds == 0 and res.stats.deadline_hit
+    assert est.estimate(4) == pytest.approx(10.0 * DECAY_AFTER_REFUSED_SOLVE)
+    while est.estimate(4) > 3.0:  # later solves are refused only until the estimate fits again ...
+        solve_picard(timed(fake_denoiser(), clock), rule, x_init, noise, deadline=clock.now + 3.0, **kwargs)
+    res = solve_picard(timed(fake_denoiser(), clock), rule, x_init, noise, deadline=clock.now + 3.0, **kwargs)
+    assert res.stats.rounds >= 1  # ... then a round runs and is measured (1.3 s each)
+    assert est.estimate(4) < 3.0
+
+
+def test_a_solve_stopped_after_some_rounds_keeps_its_estimates():
+    rule, x_init, noise = problem("ddpm", 20)
+    clock = FakeClock()
+    est = RoundTimeEstimator()
+    solve_picard(timed(fake_denoiser(), clock), rule, x_init, noise, window=4, tolerance=0.0,
+                 deadline=clock.now + 3.0, clock=clock, round_time_estimator=est)
+    assert est.estimate(4) == pytest.approx(1.3)  # measured, not decayed
 
 
 def test_guard_without_deadline_always_allows():

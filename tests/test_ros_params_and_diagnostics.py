@@ -207,15 +207,3 @@ def test_launch_files_load_where_launch_ros_exists(name):
     assert isinstance(description, LaunchDescription)
     arguments = {a.name for a in description.entities if isinstance(a, DeclareLaunchArgument)}
     assert {"params_file", "checkpoint", "namespace"} <= arguments
-
-
-def test_round_estimates_decay_after_a_solve_that_ran_no_round():
-    from paradigms_policy.diffusion.budget import RoundTimeEstimator
-    from paradigms_policy.ros.policy_node import _decay_round_estimates
-
-    estimator = RoundTimeEstimator(safety_factor=1.5)
-    estimator.seed(16, 0.2)
-    estimator.seed(1, 0.02)
-    _decay_round_estimates(estimator, factor=0.5)
-    assert estimator.estimate(16) == pytest.approx(0.1 * 1.5)
-    assert estimator.estimate(1) == pytest.approx(0.01 * 1.5)

@@ -81,6 +81,13 @@ class RoundTimeEstimator:
             raise ValueError(f"round time must be >= 0, got {seconds}")
         self._seconds[window] = float(seconds)
 
+    def decay(self, factor: float) -> None:
+        """Scale every stored estimate by ``factor`` (< 1: let a round be tried and measured again)."""
+        if not 0.0 < factor <= 1.0:
+            raise ValueError(f"decay factor must be in (0, 1], got {factor}")
+        for window in self._seconds:
+            self._seconds[window] *= factor
+
     def estimate(self, window: int) -> float | None:
         """Expected seconds of one round of ``window`` steps, or None if unknown.
 
@@ -105,6 +112,11 @@ class RoundTimeEstimator:
         self._seconds.clear()
 
 
+# Estimates change only when a round runs, so one slow round (a load spike) could keep every later
+# solve at zero rounds; a solve refused before its first round shrinks them by this factor instead.
+DECAY_AFTER_REFUSED_SOLVE = 0.8
+
+
 class DeadlineGuard:
     """Per-solve gatekeeper: may the next round start without overrunning?"""
 
@@ -114,6 +126,7 @@ class DeadlineGuard:
         self.clock = clock
         self.estimator = estimator if estimator is not None else RoundTimeEstimator()
         self.hit = False
+        self.rounds_started = 0
 
     def allows(self, window: int) -> bool:
         """True if a round of ``window`` steps is expected to finish by the deadline.
@@ -129,6 +142,8 @@ class DeadlineGuard:
         ok = now < self.deadline if expected is None else now + expected <= self.deadline
         if not ok:
             self.hit = True
+            if self.rounds_started == 0 and expected is not None:
+                self.estimator.decay(DECAY_AFTER_REFUSED_SOLVE)
         return ok
 
     def time_left(self) -> float:
@@ -138,6 +153,7 @@ class DeadlineGuard:
         return self.deadline - self.clock()
 
     def start_round(self) -> float:
+        self.rounds_started += 1
         return self.clock()
 
     def end_round(self, window: int, started: float) -> None:

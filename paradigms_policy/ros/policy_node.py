@@ -63,7 +63,6 @@ WARMUP_SOLVES = 1
 # interval, a thread that wants the GIL back (the worker after a solve, to publish) can wait up to
 # 5 ms for the other to finish running Python; 0.5 ms bounds that hand-over.
 GIL_SWITCH_INTERVAL_S = 5e-4
-ROUND_ESTIMATE_DECAY = 0.8
 
 
 @dataclass(frozen=True)
@@ -358,8 +357,6 @@ class PolicyNode(LifecycleNode):
         result = policy.predict_action(obs, n_executed=n_executed, deadline=deadline, seed=seed)
         sampling_s = time.perf_counter() - started
         self._cycle_index += 1
-        if getattr(result.stats, "deadline_hit", False) and getattr(result.stats, "rounds", 1) == 0:
-            _decay_round_estimates(policy.sampler.round_times)
         start = policy.n_obs_steps - 1
         chunk = np.asarray(result.action_pred, dtype=np.float64)[start:start + self._n_action_steps]
         if not np.isfinite(chunk).all():
@@ -428,18 +425,6 @@ class PolicyNode(LifecycleNode):
         if not self._configured:
             status.message = "unconfigured" if status.message == "ok" else status.message
         self._pub_diagnostics.publish(diagnostic_array(status, self.get_clock().now().to_msg()))
-
-
-def _decay_round_estimates(estimator, factor: float = ROUND_ESTIMATE_DECAY) -> None:
-    """Shrink the solver's round-time estimates after a solve they stopped before its first round.
-
-    The estimates are only updated by rounds that run, so one slow round (a load spike) could
-    otherwise keep every later solve at zero rounds; decaying lets a round be tried, and measured,
-    again within a few cycles.
-    """
-    safety = estimator.safety_factor
-    for window in estimator.known_windows():
-        estimator.seed(window, estimator.estimate(window) / safety * factor)
 
 
 def main(args: list[str] | None = None) -> int:
