@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .checkpoint import build_network, build_normalizer, load_checkpoint
+from .compat import observation_mismatches
 from .diffusion.samplers import Sampler, make_sampler
 from .diffusion.sequential import draw_noise
 from .diffusion.types import SampleResult, SolveStats
@@ -95,12 +96,7 @@ class Policy:
 
     def check_compatible(self, obs_shapes: Mapping[str, Any], action_dim: int) -> None:
         """Fail early if an environment / robot lacks a key the policy needs, shapes differ, or the action size does."""
-        problems = []
-        for key, shape in self.obs_shapes.items():
-            if key not in obs_shapes:
-                problems.append(f"observation {key!r} {list(shape)} is not provided (provided: {sorted(obs_shapes)})")
-            elif tuple(int(d) for d in obs_shapes[key]) != shape:
-                problems.append(f"observation {key!r} has shape {list(obs_shapes[key])}, the policy needs {list(shape)}")
+        problems = observation_mismatches(self.obs_shapes, obs_shapes)
         if int(action_dim) != self.action_dim:
             problems.append(f"action has {int(action_dim)} dims, the policy predicts {self.action_dim}")
         if problems:

@@ -73,8 +73,6 @@ PICARD_ABS_TOLERANCE = 3e-3
 ANDERSON_WINDOW = 100
 ANDERSON_TOLERANCE = 0.01
 ANDERSON_ABS_TOLERANCE = 1e-3
-PARALLEL_WINDOW = PICARD_WINDOW  # kept for callers of the old single default
-PARALLEL_ABS_TOLERANCE = PICARD_ABS_TOLERANCE
 
 _SCHEDULE_KEYS = ("num_train_timesteps", "beta_schedule", "prediction_type", "clip_sample", "clip_sample_range")
 _SOLVER_KEYS = ("window", "tolerance", "abs_tolerance", "max_rounds", "exact_linear", "history", "order_k", "lam")

@@ -15,6 +15,8 @@ from typing import Any, Mapping
 import gymnasium as gym
 import numpy as np
 
+from paradigms_policy.compat import observation_mismatches
+
 ROBOSUITE_ENV_TYPE = 1  # robomimic's EnvType.ROBOSUITE_TYPE
 
 # robomimic low-dim keys -> robosuite observation names
@@ -264,15 +266,14 @@ def check_policy_fits_task(policy_shape_meta: Mapping[str, Any], env: gym.Env) -
     if not isinstance(obs_meta, Mapping) or not obs_meta:
         problems.append("policy shape_meta has no 'obs' entries")
         obs_meta = {}
-    env_spaces = env.observation_space.spaces
+    low_dim = {}
     for key, meta in obs_meta.items():
-        want = tuple(int(d) for d in meta.get("shape", ()))
         if meta.get("type", "low_dim") != "low_dim":
             problems.append(f"obs key {key!r} is of type {meta.get('type')!r}; this env provides low-dim obs only")
-        elif key not in env_spaces:
-            problems.append(f"obs key {key!r} (shape {list(want)}) is not provided by the env (env keys: {sorted(env_spaces)})")
-        elif tuple(env_spaces[key].shape) != want:
-            problems.append(f"obs key {key!r}: policy expects shape {list(want)}, env gives {list(env_spaces[key].shape)}")
+        else:
+            low_dim[key] = meta.get("shape", ())
+    env_shapes = {key: space.shape for key, space in env.observation_space.spaces.items()}
+    problems += observation_mismatches(low_dim, env_shapes)
     action_shape = tuple(int(d) for d in policy_shape_meta.get("action", {}).get("shape", ()))
     if action_shape != tuple(env.action_space.shape):
         problems.append(f"action: policy outputs shape {list(action_shape)}, env expects {list(env.action_space.shape)}")
