@@ -43,6 +43,7 @@ import torch
 
 from .budget import Clock, DeadlineGuard, RoundTimeEstimator, validate_deadline
 from .criteria import ConvergenceCriterion, leading_converged
+from .inpaint import Inpainting
 from .picard import (DEFAULT_TOLERANCE, DEFAULT_WINDOW, Denoiser, SolveLog, TrajectoryState, apply_transfer,
                      finish_unconverged, transfer_matrix, make_result, make_stats, next_window, validate_solver_inputs)
 from .types import SampleResult
@@ -171,6 +172,7 @@ def solve_anderson(
     order_k: int | None = None,
     lam: float = DEFAULT_LAMBDA,
     exact_linear: bool = True,
+    inpaint: Inpainting | None = None,
 ) -> SampleResult:
     """Solve all S steps with sliding-window triangular Anderson acceleration.
 
@@ -178,7 +180,8 @@ def solve_anderson(
     :func:`solve_picard`; ``history`` is the number m of stored differences,
     ``order_k`` the residual order (None = window, the cumulative form), ``lam``
     the relative ridge parameter, ``exact_linear`` as in :func:`solve_picard`.
-    ``history=0`` is plain Picard.
+    ``history=0`` is plain Picard. ``inpaint`` as in :func:`solve_picard` (known entries
+    have zero residual, so their differences are zero and mixing leaves them unchanged).
     """
     validate_solver_inputs(rule, x_init, noise, window, init_trajectory, max_rounds)
     validate_deadline(deadline)
@@ -192,7 +195,7 @@ def solve_anderson(
     criterion = ConvergenceCriterion(rule.error_var.to(x_init.device), tolerance, abs_tolerance)
     start = clock()
     guard = DeadlineGuard(deadline, clock, round_time_estimator)
-    state = TrajectoryState(rule, x_init, noise, init_trajectory)
+    state = TrajectoryState(rule, x_init, noise, init_trajectory, inpaint)
     s = state.num_steps
     b = x_init.shape[0]
     log = SolveLog(s)
@@ -243,7 +246,7 @@ def solve_anderson(
                     use[:max(1, lead)] = False  # first state / states slid past: plain update
                     new = torch.where(use.unsqueeze(-1), x_acc, new)
                     accelerated[begin + 1:begin + w + 1] = use
-            state.traj[begin + 1:begin + w + 1] = new.reshape(shape).to(x_cur.dtype)
+            state.traj[begin + 1:begin + w + 1] = state.project(new.reshape(shape).to(x_cur.dtype))
             guard.end_round(w, t0)
             log.record(begin, errors)
             slide = max(1, lead)

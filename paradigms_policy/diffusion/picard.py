@@ -28,6 +28,7 @@ import torch
 
 from .budget import Clock, DeadlineGuard, RoundTimeEstimator, validate_deadline
 from .criteria import ConvergenceCriterion, StepErrors, leading_converged
+from .inpaint import Inpainting, apply_inpainting
 from .types import Denoiser, SampleResult, SolveStats
 
 DEFAULT_WINDOW = 16
@@ -63,13 +64,20 @@ def validate_solver_inputs(rule, x_init: torch.Tensor, noise: torch.Tensor, wind
 
 
 class TrajectoryState:
-    """The solver's buffers: trajectory [S+1,B,*event], x0 predictions [S,B,*event]."""
+    """The solver's buffers: trajectory [S+1,B,*event], x0 predictions [S,B,*event].
+
+    With ``inpaint``, every stored state and every step output holds the known entries
+    (``project``), so the solved map is M(F_j) and its fixed point the inpainted sample.
+    """
 
     def __init__(self, rule, x_init: torch.Tensor, noise: torch.Tensor,
-                 init_trajectory: torch.Tensor | None):
+                 init_trajectory: torch.Tensor | None, inpaint: Inpainting | None = None):
         s = int(rule.num_steps)
         self.rule = rule
         self.noise = noise
+        if inpaint is not None:
+            inpaint.check_fits(x_init)
+        self.inpaint = inpaint
         if init_trajectory is None:
             # cold start: every state starts as x_init; slots entering the window
             # are refreshed from the last known state (ParaDiGMS).
@@ -79,6 +87,7 @@ class TrajectoryState:
             self.traj = init_trajectory.to(dtype=x_init.dtype, device=x_init.device).clone()
             self.fill_new_slots = False  # keep the given guesses
         self.traj[0] = x_init
+        self.traj = self.project(self.traj)
         self.needs_prev_x0 = int(getattr(rule, "order", 1)) >= 2
         self.x0 = torch.zeros_like(noise)  # last x0 prediction of every step
         self.timesteps = rule.timesteps.to(device=x_init.device, dtype=torch.long)
@@ -87,6 +96,10 @@ class TrajectoryState:
     @property
     def num_steps(self) -> int:
         return self.traj.shape[0] - 1
+
+    def project(self, states: torch.Tensor) -> torch.Tensor:
+        """States [..., B, *event] with the known entries set (identity without inpainting)."""
+        return apply_inpainting(self.inpaint, states)
 
     def evaluate(self, denoise: Denoiser, begin: int, w: int) -> torch.Tensor:
         """F_j(x_j) for j in [begin, begin+w) in one batched denoiser call -> [w,B,*event]."""
@@ -103,7 +116,7 @@ class TrajectoryState:
             prev = torch.cat([first, x0[:-1]], dim=0)
         x_next, x0 = self.rule.full_step_with_x0(x, out, idx, self.noise[begin:begin + w], prev)
         self.x0[begin:begin + w] = x0
-        return x_next
+        return self.project(x_next)
 
 
 def state_coefficients(rule, dtype: torch.dtype, device) -> torch.Tensor:
@@ -240,7 +253,7 @@ def finish_unconverged(state: TrajectoryState, furthest: int) -> None:
         return
     if state.fill_new_slots:
         state.traj[furthest + 1:] = state.traj[furthest]
-    state.traj[s] = state.x0[furthest - 1]
+    state.traj[s] = state.project(state.x0[furthest - 1])
 
 
 def solve_picard(
@@ -258,6 +271,7 @@ def solve_picard(
     clock: Clock = time.perf_counter,
     round_time_estimator: RoundTimeEstimator | None = None,
     exact_linear: bool = False,
+    inpaint: Inpainting | None = None,
 ) -> SampleResult:
     """Solve all S steps of ``rule`` by sliding-window Picard iteration.
 
@@ -273,13 +287,15 @@ def solve_picard(
     ``max_rounds`` rounds, or before a round that would overrun ``deadline``
     (read through ``clock``); then the current trajectory's final state is the
     sample (see :func:`finish_unconverged`) and ``stats.deadline_hit`` says why.
+    ``inpaint``: known entries of the sample (inpaint.py); the solve then targets the
+    inpainted sequential sample.
     """
     validate_solver_inputs(rule, x_init, noise, window, init_trajectory, max_rounds)
     validate_deadline(deadline)
     criterion = ConvergenceCriterion(rule.error_var.to(x_init.device), tolerance, abs_tolerance)
     start = clock()
     guard = DeadlineGuard(deadline, clock, round_time_estimator)
-    state = TrajectoryState(rule, x_init, noise, init_trajectory)
+    state = TrajectoryState(rule, x_init, noise, init_trajectory, inpaint)
     s = state.num_steps
     log = SolveLog(s)
     begin = furthest = 0
@@ -298,7 +314,7 @@ def solve_picard(
             # cumulative one-step residual (= the change in the cumulative form); in the
             # exact-linear form the change is discounted by a_j and underestimates the error
             errors = criterion.evaluate(cumulative_residual(stepped, state.traj[begin + 1:begin + w + 1]), begin)
-            state.traj[begin + 1:begin + w + 1] = new
+            state.traj[begin + 1:begin + w + 1] = state.project(new)
             guard.end_round(w, t0)
             log.record(begin, errors)
             slide = max(1, leading_converged(errors.converged))

@@ -61,6 +61,7 @@ from torch import Tensor
 
 from .anderson import DEFAULT_HISTORY, DEFAULT_LAMBDA, solve_anderson
 from .budget import (DEFAULT_DEADLINE_POLICY, Clock, DeadlinePolicy, RoundTimeEstimator)
+from .inpaint import Inpainting, apply_inpainting
 from .picard import solve_picard, validate_solver_inputs
 from .sequential import sample_sequential
 from .step_rules import make_step_rule
@@ -117,31 +118,34 @@ class Sampler:
 
     def sample(self, denoise: Denoiser, x_init: Tensor, noise: Tensor, *,
                init_trajectory: Tensor | None = None, deadline: float | None = None,
-               clock: Clock = time.perf_counter, warm: Tensor | None = None) -> SampleResult:
+               clock: Clock = time.perf_counter, warm: Tensor | None = None,
+               inpaint: Inpainting | None = None) -> SampleResult:
         """Solve one chunk. ``warm`` is an alias of ``init_trajectory``.
 
         Sequential samplers ignore ``init_trajectory`` and ``deadline`` (they
         always run all steps). Parallel ones stop before a round that would
-        overrun ``deadline`` and then apply ``deadline_policy``.
+        overrun ``deadline`` and then apply ``deadline_policy``. ``inpaint``
+        holds known entries (inpaint.py) in every solver and fallback alike.
         """
         if warm is not None and init_trajectory is not None:
             raise ValueError("pass the initial trajectory as init_trajectory or warm, not both")
         init = init_trajectory if init_trajectory is not None else warm
         if not self.is_parallel:
-            return sample_sequential(denoise, self.rule, x_init, noise)
+            return sample_sequential(denoise, self.rule, x_init, noise, inpaint=inpaint)
         solve = solve_picard if self.solver == "picard" else solve_anderson
         result = solve(denoise, self.rule, x_init, noise, init_trajectory=init, deadline=deadline,
-                       clock=clock, round_time_estimator=self.round_times, **self.solver_config)
+                       clock=clock, round_time_estimator=self.round_times, inpaint=inpaint, **self.solver_config)
         if result.stats.deadline_hit:
-            result = self._on_deadline(result, denoise, x_init, init, deadline, clock)
+            result = self._on_deadline(result, denoise, x_init, init, deadline, clock, inpaint)
         return result
 
     def _on_deadline(self, result: SampleResult, denoise: Denoiser, x_init: Tensor,
-                     init: Tensor | None, deadline: float, clock: Clock) -> SampleResult:
+                     init: Tensor | None, deadline: float, clock: Clock,
+                     inpaint: Inpainting | None) -> SampleResult:
         policy = DeadlinePolicy(self.deadline_policy)
         applied = DeadlinePolicy.PUBLISH
         if policy is DeadlinePolicy.KEEP_PREVIOUS and init is not None:
-            result.sample = init[-1].to(result.sample).clone()
+            result.sample = apply_inpainting(inpaint, init[-1].to(result.sample)).clone()
             applied = policy
         elif policy is DeadlinePolicy.DDIM_FALLBACK:
             per_step = self.round_times.estimate(1)
@@ -150,7 +154,7 @@ class Sampler:
             if steps >= 1:
                 ddim = ddim_fallback_rule(self.schedule_config, steps)
                 zeros = torch.zeros((steps, *x_init.shape), dtype=x_init.dtype, device=x_init.device)
-                fallback = sample_sequential(denoise, ddim, x_init, zeros)
+                fallback = sample_sequential(denoise, ddim, x_init, zeros, inpaint=inpaint)
                 result.sample = fallback.sample
                 result.trajectory[-1] = fallback.sample  # keeps the warm-start guess consistent
                 result.stats.rounds += steps

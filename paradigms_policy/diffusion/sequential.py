@@ -11,6 +11,7 @@ import time
 import torch
 from torch import Tensor
 
+from .inpaint import Inpainting, apply_inpainting
 from .step_rules import StepRule
 from .types import Denoiser, SampleResult, SolveStats
 
@@ -57,14 +58,21 @@ def validate_inputs(rule: StepRule, x_init: Tensor, noise: Tensor) -> None:
 
 
 @torch.no_grad()
-def sample_sequential(denoise: Denoiser, rule: StepRule, x_init: Tensor, noise: Tensor) -> SampleResult:
-    """Run the S steps one after another (W=1 per denoiser call); keeps every state."""
+def sample_sequential(denoise: Denoiser, rule: StepRule, x_init: Tensor, noise: Tensor,
+                      inpaint: Inpainting | None = None) -> SampleResult:
+    """Run the S steps one after another (W=1 per denoiser call); keeps every state.
+
+    ``inpaint``: known entries held in every state (see inpaint.py), as DiffusionPolicy's
+    ``conditional_sample`` does with its condition mask.
+    """
     validate_inputs(rule, x_init, noise)
+    if inpaint is not None:
+        inpaint.check_fits(x_init)
     start = time.perf_counter()
     S = rule.num_steps
     trajectory = torch.empty((S + 1,) + tuple(x_init.shape), dtype=x_init.dtype, device=x_init.device)
     x0_preds = torch.empty((S,) + tuple(x_init.shape), dtype=x_init.dtype, device=x_init.device)
-    trajectory[0] = x_init
+    trajectory[0] = apply_inpainting(inpaint, x_init)
     timesteps = rule.timesteps.to(x_init.device)
     prev_x0: Tensor | None = None
     for i in range(S):
@@ -74,7 +82,7 @@ def sample_sequential(denoise: Denoiser, rule: StepRule, x_init: Tensor, noise: 
         if tuple(out.shape) != tuple(x.shape):
             raise ValueError(f"denoiser returned shape {tuple(out.shape)}, expected {tuple(x.shape)}")
         x_next, x0 = rule.full_step_with_x0(x, out.to(x.dtype), idx, noise[i : i + 1], prev_x0)
-        trajectory[i + 1] = x_next[0]
+        trajectory[i + 1] = apply_inpainting(inpaint, x_next[0])
         x0_preds[i] = x0[0]
         prev_x0 = x0
     stats = SolveStats(
