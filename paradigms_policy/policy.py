@@ -20,6 +20,7 @@ import torch
 
 from .checkpoint import build_network, build_normalizer, load_checkpoint
 from .compat import observation_mismatches
+from .diffusion.inpaint import Inpainting, known_prefix
 from .diffusion.samplers import Sampler, make_sampler
 from .diffusion.sequential import draw_noise
 from .diffusion.types import SampleResult, SolveStats
@@ -143,12 +144,16 @@ class Policy:
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def predict_action(self, obs: Mapping[str, Any], *, n_executed: int | None = None,
-                       deadline: float | None = None, seed: int | None = None) -> ActionResult:
+                       deadline: float | None = None, seed: int | None = None,
+                       known_actions: np.ndarray | None = None) -> ActionResult:
         """Predict one action chunk from the last n_obs_steps observations.
 
-        n_executed: actions executed since the previous chunk (warm-start shift; None -> n_action_steps).
+        n_executed: control periods since the previous chunk's observation (warm-start shift;
+        None -> n_action_steps).
         deadline: absolute ``time.perf_counter()`` time by which parallel samplers must return.
         seed: seeds this call's noise draw (same seed and same warm state -> same actions).
+        known_actions: [n, A] (unnormalized) actions 0..n-1 of the executed slice that the robot
+        is committed to while this chunk is solved; they are inpainted (execution.py).
         """
         nobs_raw, batched = self._check_obs(obs)
         if n_executed is not None and (isinstance(n_executed, bool) or int(n_executed) != n_executed or n_executed < 0):
@@ -170,7 +175,9 @@ class Policy:
             x_init, noise, init = self.warm_state.next(shift, event, generator)
         else:
             x_init, noise = draw_noise(self.sampler.rule, event, generator=generator, device=self.device)
-        result = self.sampler.sample(self.denoiser, x_init, noise, init_trajectory=init, deadline=deadline)
+        inpaint = self._inpainting(known_actions, event)
+        result = self.sampler.sample(self.denoiser, x_init, noise, init_trajectory=init, deadline=deadline,
+                                     inpaint=inpaint)
         if self.sampler.uses_warm_start:
             self.warm_state.update(result)
         action_pred = self.normalizer["action"].unnormalize(result.sample).cpu().numpy()  # [B, H, A]
@@ -180,6 +187,22 @@ class Policy:
             action, action_pred = action[0], action_pred[0]
         return ActionResult(action=action, action_pred=action_pred, stats=result.stats, sampler=self.sampler_name,
                             result=result)
+
+    def _inpainting(self, known_actions: np.ndarray | None, event: tuple[int, ...]) -> Inpainting | None:
+        """Normalized known values for the first executed actions, or None when there are none."""
+        if known_actions is None:
+            return None
+        known = np.asarray(known_actions, dtype=np.float32)
+        if known.size == 0:
+            return None
+        longest = self.horizon - self.n_obs_steps
+        if known.ndim != 2 or known.shape[1] != self.action_dim or not 1 <= known.shape[0] <= longest:
+            raise ValueError(f"known_actions must be [n, action_dim={self.action_dim}] with 1 <= n <= {longest}, "
+                             f"got {list(known.shape)}")
+        if not np.isfinite(known).all():
+            raise ValueError("known_actions contain NaN or inf")
+        values = self.normalizer["action"].normalize(torch.from_numpy(known).to(self.device))
+        return known_prefix(values, self.n_obs_steps - 1, event)
 
     def _mean_observation(self, batch: int) -> dict[str, np.ndarray]:
         """The training mean of every key, [batch, n_obs_steps, *shape]; stats of images and other

@@ -6,6 +6,11 @@
 Prints a table and writes ``out_dir/rollout.json``:
 {"task", "episodes", "samplers": {name: {"success_rate", "success_ci95": [lo, hi],
 "rounds_median", "latency_ms_p50", ...}}}.
+
+    paradigms-rollout delay_steps=4 execution=inpaint ...
+
+simulates a solve that takes 4 control periods while the robot keeps executing the previous chunk
+(``execution``: naive | aligned | inpaint, see paradigms_policy.execution).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ def run_from_config(cfg: Any) -> dict:
         max_steps=cfg.get("max_steps"),
         deadline_ms=cfg.get("deadline_ms"),
         num_threads=cfg.get("num_threads"),
+        delay_steps=int(cfg.get("delay_steps", 0)),
+        execution=str(cfg.get("execution", "aligned")),
     )
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -158,3 +158,24 @@ def test_image_checkpoint_warms_up_and_acts(tmp_path):
                                  "pos": rng.normal(size=(2, 2)).astype(np.float32)}, seed=0)
     assert out.action.shape == (policy.n_action_steps, policy.action_dim)
     assert np.isfinite(out.action).all()
+
+
+@pytest.mark.parametrize("sampler", ["ddim_sequential", "picard_warm", "anderson_warm"])
+def test_known_actions_are_held_in_the_predicted_chunk(random_checkpoint, sampler):
+    policy = load_policy(random_checkpoint, sampler=sampler, num_inference_steps=10)
+    known = np.array([[0.3, -0.2], [0.25, -0.1]], dtype=np.float32)
+    free = policy.predict_action(_obs(), seed=3)
+    held = policy.predict_action(_obs(), seed=3, known_actions=known)
+    start = policy.n_obs_steps - 1
+    np.testing.assert_allclose(held.action[:2], known, atol=1e-5)
+    np.testing.assert_allclose(held.action_pred[start:start + 2], known, atol=1e-5)
+    assert not np.allclose(held.action[2:], free.action[2:], atol=1e-4)  # the rest is solved around them
+
+
+def test_bad_known_actions_are_rejected_with_a_reason(policy):
+    with pytest.raises(ValueError, match="known_actions must be"):
+        policy.predict_action(_obs(), known_actions=np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="known_actions must be"):
+        policy.predict_action(_obs(), known_actions=np.zeros((policy.horizon, 2)))
+    with pytest.raises(ValueError, match="NaN"):
+        policy.predict_action(_obs(), known_actions=np.full((1, 2), np.nan))

@@ -37,35 +37,80 @@ class CounterEnv(gym.Env):
 
 
 class RecordingPolicy:
-    """Policy stand-in that records what the control loop hands it."""
+    """Policy stand-in that records what the control loop hands it.
+
+    Chunk c predicts action (c, i) at horizon index i, so the executed actions show which chunk
+    and which index ran at every step.
+    """
 
     n_obs_steps, n_action_steps, horizon, obs_keys = 2, 3, 8, ["x"]
 
     def __init__(self):
-        self.windows, self.n_executed, self.resets, self.chunk = [], [], 0, 0
+        self.windows, self.n_executed, self.known, self.resets, self.chunk = [], [], [], 0, 0
 
     def reset(self):
         self.resets += 1
 
-    def predict_action(self, obs, *, n_executed=None, deadline=None, seed=None):
+    def predict_action(self, obs, *, n_executed=None, deadline=None, seed=None, known_actions=None):
         self.windows.append(obs["x"][:, 0].copy())
         self.n_executed.append(n_executed)
+        self.known.append(None if known_actions is None else np.asarray(known_actions).tolist())
         self.chunk += 1
-        action = np.full((self.n_action_steps, 2), self.chunk, np.float32)
-        return SimpleNamespace(action=action, stats=SimpleNamespace(rounds=4, nfe=40, deadline_hit=False))
+        action_pred = np.stack([np.full(self.horizon, self.chunk), np.arange(self.horizon)], axis=1).astype(np.float32)
+        start = self.n_obs_steps - 1
+        return SimpleNamespace(action=action_pred[start:start + self.n_action_steps], action_pred=action_pred,
+                               stats=SimpleNamespace(rounds=4, nfe=40, deadline_hit=False))
 
 
-def test_receding_horizon_loop_matches_diffusion_policy():
+def executed(env) -> list[tuple[int, int]]:
+    return [(int(a[0]), int(a[1])) for a in env.actions]
+
+
+@pytest.mark.parametrize("execution", ["naive", "aligned", "inpaint"])
+def test_receding_horizon_loop_matches_diffusion_policy(execution):
+    """With no delay every execution mode is DiffusionPolicy's synchronous loop."""
     env, policy = CounterEnv(succeed_at=7), RecordingPolicy()
-    result = run_episode(env, policy, seed=11)
+    result = run_episode(env, policy, seed=11, execution=execution)
     assert env.seeds == [11] and policy.resets == 1
     # history starts as the first observation repeated, then holds the last n_obs_steps observations
     assert [w.tolist() for w in policy.windows] == [[0, 0], [2, 3], [5, 6]]
     assert policy.n_executed == [None, 3, 3]
-    # every action of a chunk is executed in order, and the episode stops at success
-    assert [a[0] for a in env.actions] == [1, 1, 1, 2, 2, 2, 3]
+    assert policy.known == [None, None, None]
+    # the executed slice (from index n_obs_steps - 1) runs in order, and the episode stops at success
+    assert executed(env) == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3), (3, 1)]
     assert result.success and result.length == 7 and result.max_reward == 1.0
     assert result.rounds == [4, 4, 4] and len(result.latency_ms) == 3
+    assert result.dropped_actions == 0 and result.idle_steps == 0
+
+
+def test_delay_naive_starts_late_chunks_at_their_first_action():
+    env, policy = CounterEnv(succeed_at=10), RecordingPolicy()
+    result = run_episode(env, policy, seed=0, delay_steps=2, execution="naive")
+    # chunk 2 observes at step 3 and arrives at step 5; meanwhile chunk 1 keeps running
+    assert [w.tolist() for w in policy.windows] == [[0, 0], [2, 3], [5, 6], [8, 9]]
+    assert policy.n_executed == [None, 3, 3, 3]
+    assert executed(env) == [(1, 1), (1, 2), (1, 3), (1, 4), (1, 5), (2, 1), (2, 2), (2, 3), (3, 1), (3, 2)]
+    assert result.dropped_actions == 0 and result.idle_steps == 0
+
+
+@pytest.mark.parametrize("execution", ["aligned", "inpaint"])
+def test_delay_aligned_drops_the_actions_whose_time_has_passed(execution):
+    env, policy = CounterEnv(succeed_at=10), RecordingPolicy()
+    result = run_episode(env, policy, seed=0, delay_steps=2, execution=execution)
+    # action j of chunk 2 belongs to step 3 + j; it arrives at step 5, so j = 0, 1 are dropped
+    assert executed(env) == [(1, 1), (1, 2), (1, 3), (1, 4), (1, 5), (2, 3), (2, 4), (2, 5), (3, 3), (3, 4)]
+    assert result.dropped_actions == 4 and result.idle_steps == 0
+    if execution == "inpaint":  # the two actions committed while chunk 2 is solved are known to it
+        assert policy.known == [None, [[1, 4], [1, 5]], [[2, 4], [2, 5]], [[3, 4], [3, 5]]]
+    else:
+        assert policy.known == [None, None, None, None]
+    # boundary jumps are measured where the executing chunk changes (here: between chunks 1 and 2, 2 and 3)
+    assert len(result.boundary_jumps) == 2 and len(result.inside_jumps) == 7
+
+
+def test_delay_longer_than_the_chunk_is_refused():
+    with pytest.raises(ValueError, match="leaves nothing to run"):
+        run_episode(CounterEnv(), RecordingPolicy(), seed=0, delay_steps=7, execution="aligned")
 
 
 def test_episode_stops_at_max_steps_without_success():
@@ -177,3 +222,84 @@ def test_mismatched_checkpoint_fails_before_any_episode(bimodal_zarr, tmp_path, 
         rollout.evaluate(str(checkpoint), "lift", ["ddim_sequential"], episodes=1, progress=None)
     message = str(excinfo.value)
     assert "'pos'" in message and "'target'" in message and "action" in message and "[7]" in message
+
+
+def _synchronous_reference(env, policy, seed: int, steps: int, noise_seed: int) -> list[np.ndarray]:
+    """The first version's loop, written out: predict, run n_action_steps actions, re-plan."""
+    from collections import deque
+
+    policy.reset()
+    obs, _ = env.reset(seed=seed)
+    history = deque([obs] * policy.n_obs_steps, maxlen=policy.n_obs_steps)
+    actions, n_executed, chunk = [], None, 0
+    while len(actions) < steps:
+        window = {k: np.stack([h[k] for h in history]) for k in policy.obs_keys}
+        out = policy.predict_action(window, n_executed=n_executed, seed=noise_seed + chunk)
+        chunk, n_executed = chunk + 1, 0
+        for action in out.action[: policy.n_action_steps]:
+            obs, _, terminated, truncated, _ = env.step(action)
+            history.append(obs)
+            actions.append(np.asarray(action))
+            n_executed += 1
+            if terminated or truncated or len(actions) >= steps:
+                return actions
+    return actions
+
+
+class RecordingEnv:
+    """Wraps an env and records the actions it receives."""
+
+    def __init__(self, env):
+        self.env, self.actions = env, []
+        self.action_space, self.max_episode_steps = env.action_space, env.max_episode_steps
+        self.continuous_action_dims = env.continuous_action_dims
+
+    def reset(self, **kw):
+        return self.env.reset(**kw)
+
+    def step(self, action):
+        self.actions.append(np.asarray(action))
+        return self.env.step(action)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("sampler", ["ddim_sequential", "anderson_warm"])
+def test_delay_zero_equals_the_synchronous_loop_exactly(lift_shaped_checkpoint, sampler):
+    from paradigms_policy.policy import load_policy
+    from paradigms_policy.sim.envs import make_task_env
+
+    policy = load_policy(lift_shaped_checkpoint, sampler=sampler, num_inference_steps=10)
+    env = make_task_env("lift")
+    reference = _synchronous_reference(env, policy, seed=3, steps=14, noise_seed=3000)
+    for execution in ("naive", "aligned", "inpaint"):
+        recorder = RecordingEnv(env)
+        run_episode(recorder, policy, seed=3, max_steps=14, noise_seed=3000, delay_steps=0, execution=execution)
+        assert len(recorder.actions) == len(reference) == 14
+        assert all(np.array_equal(a, b) for a, b in zip(recorder.actions, reference)), execution
+    env.close()
+
+
+@pytest.mark.sim
+def test_inpainted_rollout_continues_exactly_from_the_committed_actions(lift_shaped_checkpoint):
+    """With inpainting the new chunk's known actions equal what the robot ran: no jump is introduced there."""
+    from paradigms_policy.policy import load_policy
+    from paradigms_policy.sim.envs import make_task_env
+
+    policy = load_policy(lift_shaped_checkpoint, sampler="ddim_sequential", num_inference_steps=10)
+    predictions = []
+    original = policy.predict_action
+
+    def spy(obs, **kw):
+        out = original(obs, **kw)
+        predictions.append((kw.get("known_actions"), out.action_pred))
+        return out
+
+    policy.predict_action = spy
+    env = make_task_env("lift")
+    run_episode(env, policy, seed=4, max_steps=20, noise_seed=1, delay_steps=2, execution="inpaint")
+    env.close()
+    assert len(predictions) >= 3
+    for known, action_pred in predictions[1:]:
+        assert known is not None and known.shape == (2, 7)
+        start = policy.n_obs_steps - 1
+        np.testing.assert_allclose(action_pred[start:start + 2], known, atol=1e-5)

@@ -169,6 +169,10 @@ class RobosuiteLowDimEnv(gym.Env):
         )
         low, high = self._env.action_spec
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=np.shape(low), dtype=np.float32)
+        # single-arm robosuite actions: an end-effector motion and, last, the gripper open/close command;
+        # the gripper holds its last command when no action is due, and its jumps are intended
+        self.hold_action_dims = (self.action_space.shape[0] - 1,)
+        self.continuous_action_dims = list(range(self.action_space.shape[0] - 1))
         self._steps = 0
         self._max_reward = 0.0
 

@@ -2,10 +2,14 @@
 
 Per episode: ``policy.reset()``, ``env.reset(seed)``, fill the observation history with the
 first observation repeated ``n_obs_steps`` times, then loop: predict a chunk from the last
-``n_obs_steps`` observations, execute its ``n_action_steps`` actions (appending each new
-observation), re-plan. Warm-starting samplers carry their trajectory between chunks inside the
-Policy; the loop tells it how many actions were executed since the previous chunk.
-Every sampler is evaluated on the same episode seeds.
+``n_obs_steps`` observations, execute its actions (appending each new observation), re-plan.
+Every sampler is evaluated on the same episode seeds and chunk noise seeds.
+
+Time follows the execution model (``paradigms_policy.execution``), the same one the ROS node
+uses: with ``delay_steps = d`` the environment keeps executing the previous chunk for d steps
+while the next one is "computed", deterministically (the solve itself runs instantly here), and
+the chunk is then placed ``naive`` / ``aligned`` / ``inpaint``. The first chunk of an episode is
+solved while the robot waits. With d = 0 every mode is the synchronous DiffusionPolicy loop.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from paradigms_policy.execution import ChunkGeometry, ExecutionModel, ExecutionSettings, chunk_jumps
 from paradigms_policy.sim.envs import check_policy_fits_task, make_task_env
 
 DEFAULT_START_SEED = 100_000  # as DiffusionPolicy's test_start_seed: far from demo seeds
@@ -34,10 +39,31 @@ class EpisodeResult:
     latency_ms: list[float] = field(default_factory=list)  # predict_action wall time per chunk
     deadline_hits: int = 0
     seconds: float = 0.0
+    dropped_actions: int = 0  # executed-slice actions whose time had passed when their chunk arrived
+    idle_steps: int = 0  # env steps with no action due (the robot held still)
+    boundary_jumps: list[float] = field(default_factory=list)  # max |a_t - a_t-1| where the chunk changes
+    inside_jumps: list[float] = field(default_factory=list)  # the same inside a chunk
+
+
+@dataclass
+class _InFlight:
+    request: Any
+    action_pred: np.ndarray
+    arrival: int
+    chunk: int
 
 
 def _stat(stats: Any, name: str, default: Any = None) -> Any:
     return getattr(stats, name, default) if stats is not None else default
+
+
+def _hold_action(env, last: np.ndarray | None, dim: int) -> np.ndarray:
+    """What the robot does with nothing to run: zero motion, holding the env's ``hold_action_dims``."""
+    action = np.zeros(dim)
+    if last is not None:
+        for d in getattr(env, "hold_action_dims", ()):
+            action[d] = last[d]
+    return action
 
 
 def run_episode(
@@ -48,43 +74,76 @@ def run_episode(
     max_steps: int | None = None,
     deadline_s: float | None = None,
     noise_seed: int | None = None,
+    delay_steps: int = 0,
+    execution: ExecutionSettings | str = "aligned",
 ) -> EpisodeResult:
     """One receding-horizon episode; ends on success (terminated), truncation or ``max_steps``."""
     start = time.perf_counter()
+    settings = ExecutionSettings(mode=execution) if isinstance(execution, str) else execution
+    model = ExecutionModel(settings, ChunkGeometry.of(policy), dt=1.0)
+    model.check_delay(delay_steps)
     policy.reset()
     obs, _ = env.reset(seed=seed)
     keys = list(policy.obs_keys)
     history: deque[dict[str, np.ndarray]] = deque([obs] * policy.n_obs_steps, maxlen=policy.n_obs_steps)
     limit = int(max_steps or getattr(env, "max_episode_steps", None) or 1000)
     result = EpisodeResult(seed=seed, success=False, max_reward=-math.inf, length=0)
-    n_executed: int | None = None
+    in_flight: _InFlight | None = None
+    executed, chunk_of = [], []
+    slot_chunk: dict[int, int] = {}  # tick -> the chunk whose action is placed there
     chunk = 0
-    done = False
-    while not done and result.length < limit:
-        obs_window = {k: np.stack([h[k] for h in history]) for k in keys}  # [n_obs_steps, *shape]
-        t0 = time.perf_counter()
-        out = policy.predict_action(
-            obs_window,
-            n_executed=n_executed,
-            deadline=None if deadline_s is None else time.perf_counter() + deadline_s,
-            seed=None if noise_seed is None else noise_seed + chunk,
-        )
-        result.latency_ms.append((time.perf_counter() - t0) * 1e3)
-        result.rounds.append(int(_stat(out.stats, "rounds", 0) or 0))
-        result.nfe.append(int(_stat(out.stats, "nfe", 0) or 0))
-        result.deadline_hits += int(bool(_stat(out.stats, "deadline_hit", False)))
-        chunk += 1
-        n_executed = 0
-        for action in np.asarray(out.action)[: policy.n_action_steps]:
-            obs, reward, terminated, truncated, info = env.step(action)
-            history.append(obs)
-            n_executed += 1
-            result.length += 1
-            result.max_reward = max(result.max_reward, float(reward))
-            result.success = result.success or bool(info.get("is_success", False))
-            if terminated or truncated or result.length >= limit:
-                done = True
-                break
+    last_action = None
+
+    def place(flight: _InFlight, tick: int) -> None:
+        placement = model.place(flight.request, flight.action_pred, arrival=tick)
+        result.dropped_actions += placement.dropped
+        first = int(round(placement.start_time))
+        slot_chunk.update({first + i: flight.chunk for i in range(len(placement.actions))})
+
+    while result.length < limit:
+        tick = result.length
+        if in_flight is not None and in_flight.arrival <= tick:
+            place(in_flight, tick)
+            in_flight = None
+        if in_flight is None and model.due(tick, delay_steps):
+            delay = 0 if not model.started else delay_steps  # the first chunk: the robot waits for it
+            request = model.request(obs_time=tick, expected_arrival=tick + delay)
+            obs_window = {k: np.stack([h[k] for h in history]) for k in keys}  # [n_obs_steps, *shape]
+            t0 = time.perf_counter()
+            out = policy.predict_action(
+                obs_window,
+                n_executed=request.shift,
+                deadline=None if deadline_s is None else time.perf_counter() + deadline_s,
+                seed=None if noise_seed is None else noise_seed + chunk,
+                known_actions=request.known_actions if len(request.known_actions) else None,
+            )
+            result.latency_ms.append((time.perf_counter() - t0) * 1e3)
+            result.rounds.append(int(_stat(out.stats, "rounds", 0) or 0))
+            result.nfe.append(int(_stat(out.stats, "nfe", 0) or 0))
+            result.deadline_hits += int(bool(_stat(out.stats, "deadline_hit", False)))
+            in_flight = _InFlight(request, np.asarray(out.action_pred), tick + delay, chunk)
+            chunk += 1
+            if delay == 0:
+                place(in_flight, tick)
+                in_flight = None
+        action = model.timeline.action_at(tick)
+        if action is None:
+            action = _hold_action(env, last_action, int(np.prod(env.action_space.shape)))
+            result.idle_steps += 1
+        else:
+            executed.append(action)
+            chunk_of.append(slot_chunk[tick])
+        last_action = action
+        obs, reward, terminated, truncated, info = env.step(action)
+        history.append(obs)
+        result.length += 1
+        result.max_reward = max(result.max_reward, float(reward))
+        result.success = result.success or bool(info.get("is_success", False))
+        if terminated or truncated:
+            break
+    dims = getattr(env, "continuous_action_dims", None)
+    boundary, inside = chunk_jumps(np.array(executed), np.array(chunk_of), dims)
+    result.boundary_jumps, result.inside_jumps = boundary.tolist(), inside.tolist()
     result.seconds = time.perf_counter() - start
     return result
 
@@ -109,6 +168,8 @@ def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
     rounds = np.concatenate([r.rounds for r in results]) if n else np.zeros(0)
     nfe = np.concatenate([r.nfe for r in results]) if n else np.zeros(0)
     latency = np.concatenate([r.latency_ms for r in results]) if n else np.zeros(0)
+    boundary = np.concatenate([r.boundary_jumps for r in results]) if n else np.zeros(0)
+    inside = np.concatenate([r.inside_jumps for r in results]) if n else np.zeros(0)
     lo, hi = wilson_interval(successes, n)
     return {
         "episodes": n,
@@ -125,11 +186,21 @@ def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
         "latency_ms_p90": float(np.percentile(latency, 90)) if len(latency) else float("nan"),
         "deadline_hits": int(sum(r.deadline_hits for r in results)),
         "seconds_per_episode": float(np.mean([r.seconds for r in results])) if n else float("nan"),
+        "dropped_actions": int(sum(r.dropped_actions for r in results)),
+        "idle_steps": int(sum(r.idle_steps for r in results)),
+        "jump_boundary_p50": _percentile(boundary, 50),
+        "jump_boundary_p99": _percentile(boundary, 99),
+        "jump_inside_p50": _percentile(inside, 50),
+        "jump_inside_p99": _percentile(inside, 99),
         "per_episode": [
             {"seed": r.seed, "success": bool(r.success), "length": r.length, "max_reward": r.max_reward}
             for r in results
         ],
     }
+
+
+def _percentile(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
 def episode_seeds(episodes: int, start_seed: int = DEFAULT_START_SEED) -> list[int]:
@@ -145,6 +216,8 @@ def _evaluate_seeds(
     max_steps: int | None,
     deadline_ms: float | None,
     num_threads: int | None,
+    delay_steps: int = 0,
+    execution: str = "aligned",
     policy=None,
 ) -> dict[str, list[dict]]:
     """Worker body: one policy and one env, every sampler over ``seeds`` (plain dicts, picklable)."""
@@ -166,7 +239,7 @@ def _evaluate_seeds(
         out[name] = [
             asdict(run_episode(env, policy, seed, max_steps=max_steps,
                                deadline_s=None if deadline_ms is None else deadline_ms / 1e3,
-                               noise_seed=seed * 1000))
+                               noise_seed=seed * 1000, delay_steps=delay_steps, execution=execution))
             for seed in seeds
         ]
     env.close()
@@ -185,12 +258,15 @@ def evaluate(
     max_steps: int | None = None,
     deadline_ms: float | None = None,
     num_threads: int | None = None,
+    delay_steps: int = 0,
+    execution: str = "aligned",
     progress: Callable[[str], None] | None = print,
 ) -> dict[str, Any]:
     """Evaluate ``samplers`` on the same ``episodes`` seeds; returns the rollout.json dict.
 
     The checkpoint is checked against the task env before any episode runs. ``workers > 1``
     splits the seeds over spawned processes (each loads its own policy and env).
+    ``delay_steps`` / ``execution``: simulated inference delay and chunk placement (module docstring).
     """
     from paradigms_policy.policy import load_policy
 
@@ -204,13 +280,14 @@ def evaluate(
     env = make_task_env(task)
     try:
         check_policy_fits_task(policy.shape_meta, env)
+        ExecutionModel(ExecutionSettings(mode=execution), ChunkGeometry.of(policy), dt=1.0).check_delay(delay_steps)
         for name in samplers[1:]:
             policy.set_sampler(name)
     finally:
         env.close()
     seeds = episode_seeds(episodes, start_seed)
     args = (checkpoint, task, samplers)
-    tail = (device, max_steps, deadline_ms, num_threads)
+    tail = (device, max_steps, deadline_ms, num_threads, delay_steps, execution)
     start = time.perf_counter()
     if workers <= 1:
         raw = _evaluate_seeds(*args, seeds, *tail, policy=policy)
@@ -230,6 +307,8 @@ def evaluate(
         "seeds": seeds,
         "device": device,
         "workers": workers,
+        "delay_steps": delay_steps,
+        "execution": execution,
         "wall_time_s": time.perf_counter() - start,
         "samplers": {name: summarize([EpisodeResult(**r) for r in raw[name]]) for name in samplers},
     }
@@ -241,7 +320,8 @@ def evaluate(
 def format_table(report: dict[str, Any]) -> str:
     """Plain-text table of the per-sampler results."""
     header = f"{'sampler':<18} {'success':>8} {'95% CI':>15} {'max rew':>8} {'len':>6} {'rounds':>7} {'p50 ms':>8} {'p90 ms':>8}"
-    lines = [f"task={report['task']} episodes={report['episodes']}", header, "-" * len(header)]
+    lines = [f"task={report['task']} episodes={report['episodes']} delay={report.get('delay_steps', 0)} "
+             f"execution={report.get('execution', 'aligned')}", header, "-" * len(header)]
     for name, s in report["samplers"].items():
         lo, hi = s["success_ci95"]
         lines.append(
