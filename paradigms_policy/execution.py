@@ -21,6 +21,7 @@ seconds, the rollouts use ticks with ``dt = 1``); nothing here reads a clock.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,6 +92,7 @@ class SolveRequest:
     """What a solve started now needs: its observation time, warm-start shift and known actions."""
 
     obs_time: float
+    previous_obs_time: float | None  # the previous solve's observation time (restored by ``cancel``)
     shift: int | None  # periods since the previous solve's observation; None: no previous solve
     known_actions: np.ndarray  # [n, A]: actions 0..n-1 of the executed slice, already committed
     expected_arrival: float
@@ -211,9 +213,14 @@ class ExecutionModel:
         if self.settings.mode == "inpaint" and not first:
             until = expected_arrival + self.settings.start_margin * self.dt
             known = self.timeline.run(obs_time, until)[: self.geometry.executable - 1]  # leave one free action
-        self.last_obs_time = float(obs_time)
-        return SolveRequest(obs_time=float(obs_time), shift=shift, known_actions=known,
+        previous, self.last_obs_time = self.last_obs_time, float(obs_time)
+        return SolveRequest(obs_time=float(obs_time), previous_obs_time=previous, shift=shift, known_actions=known,
                             expected_arrival=float(expected_arrival), first=first)
+
+    def cancel(self, request: SolveRequest) -> None:
+        """A requested solve published nothing (bad input, failure): the next tick may plan again."""
+        if self.last_obs_time == request.obs_time:
+            self.last_obs_time = request.previous_obs_time
 
     def place(self, request: SolveRequest, action_pred: np.ndarray, arrival: float) -> Placement:
         """Put the chunk predicted for ``request`` ([horizon, A]) on the timeline at ``arrival``."""
@@ -234,6 +241,32 @@ class ExecutionModel:
         self.timeline.forget_before(min(float(arrival), request.obs_time) - self.dt)
         return Placement(start_time=start, actions=actions, first_index=min(first_index, len(executable)),
                          dropped=min(first_index, len(executable)))
+
+
+class LatencyTracker:
+    """Expected time from starting a solve to its chunk's arrival: a high quantile of recent ones.
+
+    The node plans with it (which actions are committed while solving, when a chunk will land)
+    instead of the worst-case budget; until something is measured it answers ``initial``.
+    """
+
+    def __init__(self, initial: float, window: int = 20, quantile: float = 0.9):
+        if not initial > 0 or window < 1 or not 0 < quantile <= 1:
+            raise ValueError(f"need initial > 0, window >= 1, 0 < quantile <= 1; got {initial}, {window}, {quantile}")
+        self.initial, self.quantile = float(initial), float(quantile)
+        self._recent: deque[float] = deque(maxlen=window)
+
+    def add(self, seconds: float) -> None:
+        if math.isfinite(seconds) and seconds >= 0:
+            self._recent.append(float(seconds))
+
+    def expected(self) -> float:
+        if not self._recent:
+            return self.initial
+        return float(np.quantile(np.fromiter(self._recent, float), self.quantile))
+
+    def clear(self) -> None:
+        self._recent.clear()
 
 
 def chunk_jumps(actions: np.ndarray, chunk_ids: np.ndarray, dims: list[int] | None = None

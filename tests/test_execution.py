@@ -120,3 +120,22 @@ def test_chunk_jumps_split_boundaries_from_inside():
     actions = np.array([[0.0, -1], [0.1, -1], [0.5, 1], [0.6, 1]])
     boundary, inside = chunk_jumps(actions, np.array([0, 0, 1, 1]), dims=[0])
     assert boundary.tolist() == pytest.approx([0.4]) and inside.tolist() == pytest.approx([0.1, 0.1])
+
+
+def test_cancelled_request_lets_the_next_tick_plan_again():
+    m = model()
+    m.place(m.request(0.0, 0.0), chunk(1), arrival=0.0)
+    req = m.request(8 * DT, 11 * DT)
+    assert not m.due(9 * DT)
+    m.cancel(req)
+    assert m.due(9 * DT) and m.request(9 * DT, 12 * DT).shift == 9
+
+
+def test_latency_tracker_uses_recent_measurements():
+    from paradigms_policy.execution import LatencyTracker
+
+    tracker = LatencyTracker(initial=0.2, window=5)
+    assert tracker.expected() == 0.2
+    for value in (0.05, 0.06, 0.07, 0.08, 0.5, 0.06, 0.06, 0.06, 0.06, 0.06):
+        tracker.add(value)
+    assert tracker.expected() == pytest.approx(0.06)  # the 0.5 outlier left the window

@@ -1,4 +1,4 @@
-"""Observation history assembly with a fake clock, chunk scheduling and the worker thread."""
+"""Observation history assembly with a fake clock, the simulated robot's action queue and the worker thread."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import threading
 import numpy as np
 import pytest
 
-from paradigms_policy.ros.chunk_schedule import ChunkScheduler
 from paradigms_policy.ros.inference_worker import InferenceWorker
 from paradigms_policy.ros.observation_buffer import (
     MissingInputError,
@@ -71,33 +70,6 @@ def test_unknown_topic_and_bad_settings_raise(buffer):
         ObservationBuffer(["/a"], n_obs_steps=0, max_age_s=1.0)
     with pytest.raises(ValueError, match="unique"):
         ObservationBuffer(["/a", "/a"], n_obs_steps=1, max_age_s=1.0)
-
-
-def test_scheduler_first_chunk_is_cold_and_starts_after_arrival():
-    scheduler = ChunkScheduler(period_s=0.1, budget_s=0.05)
-    assert scheduler.due(10.0)
-    plan = scheduler.plan(10.0)  # arrives by 10.05; + half a period so no robot tick has passed it
-    assert plan.n_executed is None and plan.stamp_s == pytest.approx(10.1) and plan.first
-
-
-def test_scheduler_next_chunk_continues_where_the_robot_will_be():
-    scheduler = ChunkScheduler(period_s=0.1, budget_s=0.05)
-    scheduler.published(stamp_s=10.0, length=8)  # actions at 10.0 .. 10.7, runs out at 10.8
-    assert not scheduler.due(10.5)  # the next tick (10.6) is still early enough
-    assert scheduler.due(10.6)
-    plan = scheduler.plan(10.6)  # arrives by 10.65: action 7 (10.7) may already run on the tick nearest it
-    assert plan.n_executed == 8 and plan.stamp_s == pytest.approx(10.8) and plan.gap_s == 0.0 and not plan.first
-    plan = scheduler.plan(10.5)  # arrives by 10.55: actions 0..6 started, 7 not
-    assert plan.n_executed == 7 and plan.stamp_s == pytest.approx(10.7)
-    assert scheduler.executed_by(9.0) == 0 and scheduler.executed_by(20.0) == 8
-
-
-def test_scheduler_reports_gap_when_robot_runs_out():
-    scheduler = ChunkScheduler(period_s=0.1, budget_s=0.05)
-    scheduler.published(stamp_s=10.0, length=4)
-    plan = scheduler.plan(11.0)  # arrival 11.05, chunk ended at 10.4
-    assert plan.stamp_s == pytest.approx(11.2) and plan.n_executed == 12
-    assert plan.gap_s == pytest.approx(0.8)
 
 
 def test_action_queue_runs_one_point_per_tick_in_order_and_drops_missed_points():

@@ -42,8 +42,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="further policy-node parameter overrides, e.g. deadline_safety_factor:=1.2")
     parser.add_argument("--budget-ms", type=float, default=None, help="latency budget (default: the params file's)")
     parser.add_argument("--rate-hz", type=float, default=None,
-                        help="control rate of both nodes (default: the params files'); below the task's 20 Hz the "
-                             "simulated robot runs in slow motion, giving a CPU solver more wall time per action")
+                        help="control rate of both nodes (default: the params files', Lift's real 20 Hz); a lower rate "
+                             "slows the simulated world down, which hides latency: figures are only real at 20 Hz")
+    parser.add_argument("--execution", default=None, choices=("naive", "aligned", "inpaint"),
+                        help="how late chunks are placed in time (default: the params file's)")
     parser.add_argument("--params-file", default=str(paths.config_dir() / "policy.yaml"))
     parser.add_argument("--sim-params-file", default=str(paths.config_dir() / "sim_robot.yaml"))
     parser.add_argument("--seed", type=int, default=None, help="seed of the first episode (default: sim_robot.yaml's)")
@@ -70,6 +72,7 @@ def summarize(results: list[dict], cycles: list[dict], budget_ms: float | None =
             return np.array([float(c[key]) for c in cycles])
 
         latency, sampling, rounds = column("latency_ms"), column("sampling_ms"), column("rounds")
+        obs_age = (column("arrival_s") - column("obs_time_s")) * 1e3
         summary.update(
             chunks=len(cycles),
             latency_p50_ms=float(np.percentile(latency, 50)), latency_p99_ms=float(np.percentile(latency, 99)),
@@ -81,6 +84,13 @@ def summarize(results: list[dict], cycles: list[dict], budget_ms: float | None =
             warm_start_fraction=float(column("warm_started").mean()),
             budget_miss_fraction=float(np.mean(latency > budget_ms)) if budget_ms else None,
             sampler=cycles[-1].get("sampler", "?"),
+            execution=cycles[-1].get("execution", "?"),
+            obs_to_arrival_p50_ms=float(np.percentile(obs_age, 50)),
+            obs_to_arrival_p99_ms=float(np.percentile(obs_age, 99)),
+            dropped_on_arrival_mean=float(column("dropped_actions").mean()),
+            known_actions_mean=float(column("known_actions").mean()),
+            replan_periods=float(np.median([float(c["n_executed"]) for c in cycles if float(c["n_executed"]) > 0]
+                                           or [np.nan])),
         )
     return summary
 
@@ -107,6 +117,32 @@ def print_summary(summary: dict, budget_ms: float | None) -> None:
           f"{summary['deadline_hit_fraction']:.0%})")
     print(f"warm-started        {summary['warm_start_fraction']:.0%} of chunks")
     print(f"robot               {summary['idle_steps']} idle steps, {summary['dropped_points']} late points dropped")
+    print(f"chunk timing        {summary['execution']}: observation -> chunk arrival p50 "
+          f"{summary['obs_to_arrival_p50_ms']:.0f} ms, p99 {summary['obs_to_arrival_p99_ms']:.0f} ms; "
+          f"{summary['dropped_on_arrival_mean']:.1f} actions past on arrival, "
+          f"{summary['known_actions_mean']:.1f} committed actions inpainted (mean per chunk)")
+    for line in slow_machine_advice(summary, budget_ms):
+        print(f"NOTE                {line}")
+
+
+def slow_machine_advice(summary: dict, budget_ms: float | None) -> list[str]:
+    """What to change when this machine cannot keep the robot's rate (empty when it can)."""
+    advice = []
+    period_ms = summary.get("period_ms", 50.0)
+    chunk_ms = period_ms * (summary.get("replan_periods") or 8)
+    steps = sum(summary.get("episode_steps", [])) or 1
+    if summary["idle_steps"] > 0.05 * steps:
+        advice.append(f"the robot idled {summary['idle_steps']} of {steps} steps waiting for chunks: this machine "
+                      f"cannot keep the control rate with this sampler")
+    if summary.get("budget_miss_fraction") and summary["budget_miss_fraction"] > 0.05:
+        advice.append(f"{summary['budget_miss_fraction']:.0%} of chunks missed the {budget_ms:.0f} ms budget")
+    if summary["obs_to_arrival_p50_ms"] > chunk_ms / 2:
+        advice.append(f"chunks arrive {summary['obs_to_arrival_p50_ms']:.0f} ms after their observation "
+                      f"(over half of the {chunk_ms:.0f} ms between re-plans)")
+    if advice:
+        advice.append("to change: --sampler ddim_sequential (fastest on a CPU), a GPU (device:=cuda), or a larger "
+                      "--budget-ms with execution inpaint; see README 'Real time on a CPU'")
+    return advice
 
 
 def run_demo(args: argparse.Namespace) -> dict:
@@ -128,6 +164,8 @@ def run_demo(args: argparse.Namespace) -> dict:
         overrides["sampler"] = args.sampler
     if args.budget_ms:
         overrides["latency_budget_ms"] = float(args.budget_ms)
+    if args.execution:
+        overrides["execution"] = args.execution
     sim_overrides: dict = {"episodes": args.episodes}
     if args.rate_hz:
         overrides["control_rate_hz"] = sim_overrides["control_rate_hz"] = float(args.rate_hz)
@@ -172,16 +210,21 @@ def run_demo(args: argparse.Namespace) -> dict:
         rclpy.try_shutdown()
         stop_process(robot)
         stop_process(policy)
-    return summarize(results, cycles, budget_ms(args))
+    summary = summarize(results, cycles, budget_ms(args))
+    summary["period_ms"] = 1e3 / (args.rate_hz or _params(args.params_file).get("control_rate_hz", 20.0))
+    return summary
 
 
 def budget_ms(args: argparse.Namespace) -> float | None:
     if args.budget_ms:
         return float(args.budget_ms)
+    return _params(args.params_file).get("latency_budget_ms")
+
+
+def _params(path: str) -> dict:
     import yaml
 
-    params = yaml.safe_load(Path(args.params_file).read_text())["paradigms_policy_node"]["ros__parameters"]
-    return params.get("latency_budget_ms")
+    return yaml.safe_load(Path(path).read_text())["paradigms_policy_node"]["ros__parameters"]
 
 
 def _on_result(message, results: list[dict]) -> None:

@@ -12,10 +12,14 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
+from paradigms_policy.execution import MODES as EXECUTION_MODES
+from paradigms_policy.execution import REPLAN_POLICIES
+
 # the names of paradigms_policy.diffusion.samplers.SAMPLER_NAMES (not imported: no torch at node start-up)
 SAMPLER_KINDS = ("ddpm_sequential", "ddim_sequential", "dpmsolver_sequential", "picard_cold", "picard_warm",
                  "anderson_cold", "anderson_warm")
 DEADLINE_POLICIES = ("publish", "ddim_fallback", "keep_previous")
+
 INPUT_TYPES = ("joint_state", "image", "float32_multi_array")
 
 # Parameters that shape the node's topics, model or timer: they take effect at the next configure.
@@ -82,7 +86,15 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("control_rate_hz", 10.0, P.PARAMETER_DOUBLE,
               "Control tick rate; also the rate at which the robot executes one action.", float_range=(0.1, 1000.0)),
     ParamSpec("n_action_steps", 0, P.PARAMETER_INTEGER,
-              "Actions published per chunk; 0 keeps the checkpoint's.", int_range=(0, 256)),
+              "Control periods between the observations of consecutive solves (DiffusionPolicy's n_action_steps) "
+              "with replan=every; 0 keeps the checkpoint's.", int_range=(0, 256)),
+    ParamSpec("execution", "inpaint", P.PARAMETER_STRING,
+              "How a chunk is placed in time: action j belongs to t_obs + j/control_rate_hz. naive: start at the "
+              "first action on arrival; aligned: drop actions whose time has passed; inpaint: aligned, and the "
+              "actions committed while solving are known to the solver.", choices=EXECUTION_MODES),
+    ParamSpec("replan", "every", P.PARAMETER_STRING,
+              "When to start the next solve: every n_action_steps periods, or asap (as soon as the previous "
+              "chunk is published).", choices=REPLAN_POLICIES),
     ParamSpec("warm_start", True, P.PARAMETER_BOOL,
               "Start each solve from the previous solution shifted by the executed actions."),
     ParamSpec("max_obs_age_ms", 500.0, P.PARAMETER_DOUBLE,
@@ -128,6 +140,8 @@ class PolicyNodeParams:
     deadline_safety_factor: float = 1.5
     control_rate_hz: float = 10.0
     n_action_steps: int = 0
+    execution: str = "inpaint"
+    replan: str = "every"
     warm_start: bool = True
     max_obs_age_ms: float = 500.0
     obs_topics: tuple[str, ...] = field(default_factory=tuple)

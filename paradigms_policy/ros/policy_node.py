@@ -31,7 +31,7 @@ from rclpy.qos import qos_profile_sensor_data
 from std_msgs.msg import Float32MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
-from paradigms_policy.ros.chunk_schedule import ChunkPlan, ChunkScheduler
+from paradigms_policy.execution import ChunkGeometry, ExecutionModel, ExecutionSettings, LatencyTracker, SolveRequest
 from paradigms_policy.ros.conversions import (
     array_to_multiarray,
     chunk_to_joint_trajectory,
@@ -70,10 +70,10 @@ class Job:
     """Everything the worker needs for one solve, captured on the control tick."""
 
     history: dict[str, list[Stamped]]
-    plan: ChunkPlan
+    request: SolveRequest  # obs time (newest input), warm-start shift, committed actions
+    tick_s: float  # ROS time of the tick
     tick_perf: float  # time.perf_counter() at the tick
     deadline_perf: float  # solver deadline (perf_counter clock)
-    newest_input_s: float  # receive time (ROS clock, s) of the newest input message
     params: PolicyNodeParams
 
 
@@ -92,7 +92,8 @@ class PolicyNode(LifecycleNode):
         self._policy = None
         self._specs: list[InputSpec] = []
         self._buffer: ObservationBuffer | None = None
-        self._scheduler: ChunkScheduler | None = None
+        self._execution: ExecutionModel | None = None
+        self._latency: LatencyTracker | None = None
         self._worker: InferenceWorker | None = None
         self._subscriptions_by_topic: dict[str, Any] = {}
         self._publishers_out: list[Any] = []
@@ -174,7 +175,10 @@ class PolicyNode(LifecycleNode):
                 f"({self._n_action_steps} actions at {params.control_rate_hz} Hz): the robot will idle between chunks")
         self._specs = specs
         self._buffer = ObservationBuffer([s.topic for s in specs], policy.n_obs_steps, params.max_obs_age_ms * 1e-3)
-        self._scheduler = ChunkScheduler(params.period_s, params.budget_s)
+        self._execution = ExecutionModel(self._execution_settings(params),
+                                         ChunkGeometry(policy.horizon, policy.n_obs_steps, self._n_action_steps),
+                                         dt=params.period_s)
+        self._latency = LatencyTracker(initial=params.budget_s)
         for spec in specs:
             self._subscriptions_by_topic[spec.topic] = self.create_subscription(
                 spec.message_type, spec.topic, self._make_input_callback(spec.topic), qos_profile_sensor_data)
@@ -199,7 +203,8 @@ class PolicyNode(LifecycleNode):
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         params = self._params
-        self._scheduler.reset()
+        self._execution.reset()
+        self._latency.clear()
         self._buffer.clear_history()
         self._policy.reset()
         self.stats.clear_input_problems()
@@ -254,7 +259,7 @@ class PolicyNode(LifecycleNode):
         self._publishers_out = []
         self._pub_trajectory = self._pub_chunk = self._pub_cycle = None
         self._policy = None
-        self._specs, self._buffer, self._scheduler = [], None, None
+        self._specs, self._buffer, self._execution, self._latency = [], None, None, None
         self._configured = False
         gc.collect()
         torch = sys.modules.get("torch")
@@ -287,26 +292,37 @@ class PolicyNode(LifecycleNode):
             return
         if self._params_dirty:
             self._apply_runtime_params()
-        worker, scheduler = self._worker, self._scheduler
-        if worker is None or worker.busy or not scheduler.due(now_s):
+        worker, execution = self._worker, self._execution
+        if worker is None or worker.busy:
             return
-        plan = scheduler.plan(now_s)
         history = self._buffer.history()
-        newest = max(item.stamp for items in history.values() for item in items)
+        obs_time = max(items[-1].stamp for items in history.values())  # the newest observation used
+        if not execution.due(obs_time):  # re-planning counts periods between the solves' observations
+            return
         params = self._params
+        expected_arrival = now_s + min(self._latency.expected(), params.budget_s)
+        request = execution.request(obs_time=obs_time, expected_arrival=expected_arrival)
         margin = min(params.deadline_margin_ms * 1e-3, 0.5 * params.budget_s)  # messages and publishing
-        worker.submit(Job(history=history, plan=plan, tick_perf=tick_perf,
-                          deadline_perf=tick_perf + params.budget_s - margin, newest_input_s=newest, params=params))
+        job = Job(history=history, request=request, tick_s=now_s, tick_perf=tick_perf,
+                  deadline_perf=tick_perf + params.budget_s - margin, params=params)
+        if not worker.submit(job):
+            execution.cancel(request)
+
+    def _execution_settings(self, params: PolicyNodeParams) -> ExecutionSettings:
+        # the robot runs each point on its nearest tick: an action counts as passed half a period early
+        return ExecutionSettings(mode=params.execution, replan=params.replan, replan_every=self._n_action_steps,
+                                 start_margin=0.5)
 
     def _apply_runtime_params(self) -> None:
         params = self._params
         self._params_dirty = False
-        if self._scheduler is not None:
-            self._scheduler.budget_s = params.budget_s
         if self._buffer is not None:
             self._buffer.max_age_s = params.max_obs_age_ms * 1e-3
-        if self._policy is not None:
+        if self._policy is not None and self._execution is not None:
             self._n_action_steps = params.n_action_steps or self._policy.n_action_steps
+            self._execution.settings = self._execution_settings(params)
+            self._execution.geometry = ChunkGeometry(self._policy.horizon, self._policy.n_obs_steps,
+                                                     self._n_action_steps)
 
     def _report_input_problem(self, exc: InputError, stale: bool) -> None:
         self.stats.set_input_problem(exc.topic, exc.problem, stale=stale)
@@ -322,15 +338,25 @@ class PolicyNode(LifecycleNode):
         self.get_logger().error(f"solve failed: {type(exc).__name__}: {exc}")
 
     def _run_job(self, job: Job) -> None:
-        policy = self._policy
-        if policy is None:
+        policy, execution = self._policy, self._execution
+        if policy is None or execution is None:
             return
+        request = job.request
+        try:
+            self._solve_and_publish(job, policy, execution)
+        except BaseException:
+            execution.cancel(request)  # nothing was published: the next tick plans again
+            raise
+
+    def _solve_and_publish(self, job: Job, policy, execution: ExecutionModel) -> None:
         worker_start = time.perf_counter()
+        request = job.request
         try:
             obs = history_to_obs(self._specs, job.history, job.params.joint_names)
         except InputError as exc:
             self._report_input_problem(exc, stale=False)
             self._buffer.clear_history()
+            execution.cancel(request)
             return
         self.stats.clear_input_problems()
         params = job.params
@@ -341,58 +367,60 @@ class PolicyNode(LifecycleNode):
             self._sampler_settings = settings
             self._warm_up(policy)
             self.get_logger().info(f"sampler set to {params.sampler} {params.sampler_overrides()}")
+            execution.cancel(request)
             return
         policy.sampler.round_times.safety_factor = params.deadline_safety_factor
-        plan = job.plan
-        n_executed = plan.n_executed
+        n_executed = request.shift
         if not params.warm_start or n_executed is None or n_executed >= policy.horizon:
             policy.reset()
             n_executed = None
         warm = n_executed is not None and policy.sampler.uses_warm_start and policy.warm_state.prev is not None
         seed = params.seed + self._cycle_index if params.seed >= 0 else None
+        known = request.known_actions if len(request.known_actions) else None
         started = time.perf_counter()
         # the first chunk after activation is solved without a deadline: the robot is idle until it
         # arrives, and a cold solve cut short by the budget is mostly noise
-        deadline = None if plan.first else job.deadline_perf
-        result = policy.predict_action(obs, n_executed=n_executed, deadline=deadline, seed=seed)
+        deadline = None if request.first else job.deadline_perf
+        result = policy.predict_action(obs, n_executed=n_executed, deadline=deadline, seed=seed, known_actions=known)
         sampling_s = time.perf_counter() - started
         self._cycle_index += 1
-        start = policy.n_obs_steps - 1
-        chunk = np.asarray(result.action_pred, dtype=np.float64)[start:start + self._n_action_steps]
-        if not np.isfinite(chunk).all():
+        action_pred = np.asarray(result.action_pred, dtype=np.float64)
+        if not np.isfinite(action_pred).all():
             raise FloatingPointError("the solver produced NaN/inf actions; nothing published")
         rounds = int(getattr(result.stats, "rounds", 1))
         if rounds == 0 and not warm:
             # a cold solve stopped before its first round holds only the initial noise: never publish that;
             # the next solve is planned as a first chunk (no deadline) so the node cannot stay stuck here
-            self._scheduler.reset()
+            execution.reset()
             raise TimeoutError(f"latency budget {params.latency_budget_ms:g} ms left no time for one solver round "
                                f"on a cold start; nothing published (raise latency_budget_ms or shrink sampler_window)")
         if not self._active:
             return  # deactivated while solving: publish nothing
-        if plan.first:  # it may arrive after the planned start: start half a tick after now instead
-            now_s = self.get_clock().now().nanoseconds * 1e-9
-            plan = dataclasses.replace(plan, stamp_s=max(plan.stamp_s, now_s + 0.5 * params.period_s))
-        stamp = nanoseconds_to_time(int(round(plan.stamp_s * 1e9)))
-        trajectory = chunk_to_joint_trajectory(chunk, params.action_names, stamp=stamp, dt=params.period_s)
-        multiarray = array_to_multiarray(chunk.astype(np.float32), labels=("action_step", "action_dim"))
+        arrival_s = self.get_clock().now().nanoseconds * 1e-9
+        placement = execution.place(request, action_pred, arrival=arrival_s)
+        self._latency.add(arrival_s - job.tick_s)
+        if len(placement.actions) == 0:
+            raise TimeoutError(f"the chunk arrived {1e3 * (arrival_s - request.obs_time):.0f} ms after its observation, "
+                               f"after the time of all its actions; nothing published")
+        stamp = nanoseconds_to_time(int(round(placement.start_time * 1e9)))
+        trajectory = chunk_to_joint_trajectory(placement.actions, params.action_names, stamp=stamp, dt=params.period_s)
+        multiarray = array_to_multiarray(placement.actions.astype(np.float32), labels=("action_step", "action_dim"))
         self._pub_trajectory.publish(trajectory)
         published = time.perf_counter()
         self._pub_chunk.publish(multiarray)
         latency_s = published - job.tick_perf
         timings = {"queue_ms": (worker_start - job.tick_perf) * 1e3, "before_solve_ms": (started - worker_start) * 1e3,
                    "after_solve_ms": (published - started - sampling_s) * 1e3}
-        self._scheduler.published(plan.stamp_s, len(chunk))
         stats = result.stats
         record = CycleRecord(
             latency_s=latency_s, sampling_s=sampling_s, rounds=int(getattr(stats, "rounds", 0)),
             converged=bool(getattr(stats, "converged", True)), deadline_hit=bool(getattr(stats, "deadline_hit", False)),
-            budget_missed=latency_s > params.budget_s and not plan.first, warm_started=warm)
+            budget_missed=latency_s > params.budget_s and not request.first, warm_started=warm)
         self.stats.record_cycle(record)
-        self._publish_cycle_stats(job, record, n_executed, plan, result, timings)
+        self._publish_cycle_stats(job, record, n_executed, placement, arrival_s, result, timings)
 
-    def _publish_cycle_stats(self, job: Job, record: CycleRecord, n_executed: int | None, plan: ChunkPlan,
-                             result, timings: dict[str, float]) -> None:
+    def _publish_cycle_stats(self, job: Job, record: CycleRecord, n_executed: int | None, placement,
+                             arrival_s: float, result, timings: dict[str, float]) -> None:
         now_s = self.get_clock().now().nanoseconds * 1e-9
         status = DiagnosticStatus()
         status.name = f"{self.get_name()}: cycle"
@@ -402,16 +430,21 @@ class PolicyNode(LifecycleNode):
             "cycle": self._cycle_index,
             "latency_ms": record.latency_s * 1e3,
             "sampling_ms": record.sampling_s * 1e3,
-            "input_to_publish_ms": (now_s - job.newest_input_s) * 1e3,
+            "input_to_publish_ms": (now_s - job.request.obs_time) * 1e3,
             "rounds": record.rounds,
             "converged": int(record.converged),
             "deadline_hit": int(record.deadline_hit),
             "n_executed": -1 if n_executed is None else n_executed,
             "warm_started": int(record.warm_started),
-            "gap_ms": plan.gap_s * 1e3,
-            "first": int(plan.first),
-            "chunk_stamp_s": plan.stamp_s,
-            "newest_input_s": job.newest_input_s,
+            "first": int(job.request.first),
+            "execution": job.params.execution,
+            "known_actions": len(job.request.known_actions),
+            "dropped_actions": placement.dropped,
+            "published_actions": len(placement.actions),
+            "chunk_stamp_s": placement.start_time,
+            "obs_time_s": job.request.obs_time,
+            "expected_arrival_s": job.request.expected_arrival,
+            "arrival_s": arrival_s,
             "sampler": getattr(result, "sampler", job.params.sampler),
             **timings,
         }
