@@ -149,6 +149,29 @@ class ActionTimeline:
             t += self.dt
         return np.array(out).reshape(len(out), -1) if out else np.zeros((0, 0))
 
+    def last_at_or_before(self, t: float) -> np.ndarray | None:
+        """The action running at ``t``, else the latest one before it (what the robot was last told), or None."""
+        current = self.action_at(t)
+        if current is not None:
+            return current
+        before = [a for time_, a in zip(self.times, self.actions) if time_ <= t]
+        return before[-1] if before else None
+
+    def covered_until(self, t: float) -> float:
+        """End of the run of actions from ``t`` on (``t`` itself when none is due at ``t``).
+
+        Each action covers half a period either side of its time; actions installed on different
+        grids (a chunk on its observation's, a hold on the tick's) join when they touch.
+        """
+        end, half = float(t), 0.5 * self.dt
+        for time_ in self.times:
+            if time_ + half <= end:
+                continue
+            if time_ - half > end + 0.5 * half:
+                break
+            end = time_ + half
+        return end
+
     def forget_before(self, t: float) -> None:
         """Drop actions whose slot ended before ``t`` (executed), so the timeline stays short."""
         keep = next((i for i, s in enumerate(self.times) if s >= t - 0.5 * self.dt), len(self.times))
@@ -241,6 +264,26 @@ class ExecutionModel:
         self.timeline.forget_before(min(float(arrival), request.obs_time) - self.dt)
         return Placement(start_time=start, actions=actions, first_index=min(first_index, len(executable)),
                          dropped=min(first_index, len(executable)))
+
+    def hold(self, start: float, actions: np.ndarray) -> Placement:
+        """Put fault actions (a hold: see ros/fault_action.py) on the timeline from ``start`` on.
+
+        They replace the plan from ``start``, like a chunk would, but plan nothing: the next solve
+        is planned as before (its known actions are these, if it starts while they run).
+        """
+        actions = np.asarray(actions, dtype=np.float64)
+        if actions.ndim != 2 or len(actions) == 0:
+            raise ValueError(f"hold actions must be [n >= 1, A], got {list(actions.shape)}")
+        self.timeline.install(float(start), actions)
+        return Placement(start_time=float(start), actions=actions, first_index=0, dropped=0)
+
+    def last_commanded(self, t: float) -> np.ndarray | None:
+        """The action the robot runs at ``t`` or was last given before it; None if nothing was placed."""
+        return self.timeline.last_at_or_before(t)
+
+    def covered_until(self, t: float) -> float:
+        """Time until which the robot has actions from ``t`` on without a hole."""
+        return self.timeline.covered_until(t)
 
 
 class LatencyTracker:
