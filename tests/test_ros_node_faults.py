@@ -209,8 +209,8 @@ def test_a_solve_that_produces_nan_resets_the_warm_start_and_the_next_tick_solve
             assert drv.run(SETTLE_S, until=lambda: len(drv.chunks) > n + 2)
             log_start, n_cycles = len(node.log.read_text()), len(drv.cycles)
             burst_s = drv.now_s()
-            drv.bad = {EEF_POS: floats(np.full(3, 1e30))}
-            drv.run(0.15)
+            drv.bad = {EEF_POS: floats(np.full(3, 1e30))}  # until a solve has used it (a loaded machine may be slow)
+            drv.run(2.0, until=lambda: "solve failed" in node.log.read_text()[log_start:])
             drv.bad = {}
             good_s = drv.now_s()
             n = len(drv.chunks)

@@ -67,6 +67,10 @@ WARMUP_SOLVES = 1
 # 5 ms for the other to finish running Python; 0.5 ms bounds that hand-over.
 GIL_SWITCH_INTERVAL_S = 5e-4
 STALE_KINDS = ("stale", "missing")
+# a change to any of these is checked against the measured round times (one round must fit the budget)
+BUDGET_PARAMS = frozenset({"latency_budget_ms", "deadline_margin_ms", "deadline_safety_factor", "deadline_policy",
+                           "sampler", "sampler_steps", "sampler_window", "sampler_tolerance", "sampler_abs_tolerance",
+                           "anderson_history"})
 
 
 @dataclass(frozen=True)
@@ -148,15 +152,15 @@ class PolicyNode(LifecycleNode):
             candidate = with_changes(self._params, changes)
             reasons = check_params(candidate)
             if not reasons and self._policy is not None:
-                reasons = self._check_against_policy(candidate)
+                reasons = self._check_against_policy(candidate, budget=bool(set(changes) & BUDGET_PARAMS))
         if reasons:
             return SetParametersResult(successful=False, reason="; ".join(reasons))
         self._params = with_changes(self._params, changes)
         self._params_dirty = True
         return SetParametersResult(successful=True)
 
-    def _check_against_policy(self, params: PolicyNodeParams) -> list[str]:
-        """Runtime parameters that must fit the loaded checkpoint and the measured round times."""
+    def _check_against_policy(self, params: PolicyNodeParams, budget: bool) -> list[str]:
+        """Runtime parameters that must fit the loaded checkpoint (and, with ``budget``, the measured round times)."""
         policy = self._policy
         reasons = []
         n_action_steps = params.n_action_steps or policy.n_action_steps
@@ -165,6 +169,8 @@ class PolicyNode(LifecycleNode):
             reasons.append(f"n_action_steps={n_action_steps} exceeds what the checkpoint predicts after the observation "
                            f"steps (horizon {policy.horizon} - n_obs_steps {policy.n_obs_steps} + 1 = {longest})")
         reasons += _quaternion_problems(params, policy)
+        if not budget:
+            return reasons
         settings = params.sampler_settings()
         if settings == self._sampler_settings:
             sampler = policy.sampler
