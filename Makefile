@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 # (~200-400 ms on 2 cores) stays within one control period; with a GPU use --rate-hz 20.
 DEMO_ARGS ?= --episodes 3 --rate-hz 5 --budget-ms 190
 
-.PHONY: venv test demo profile rollout demos train clean-venv
+.PHONY: venv test demo profile gpu-check-prepare gpu-check-dry rollout demos train clean-venv
 
 venv: $(STAMP)
 
@@ -32,6 +32,13 @@ demo: $(STAMP)
 
 profile: $(STAMP)
 	$(VENV)/bin/paradigms-profile
+
+# benchmarks/gpu_check.sh: wheels for the GPU machine (before a device session), and its CPU dry run
+gpu-check-prepare: $(STAMP)
+	PYTHON=$(PY) bash benchmarks/gpu_check.sh --prepare
+
+gpu-check-dry: $(STAMP)
+	PYTHON=$(PY) bash benchmarks/gpu_check.sh --dry-run
 
 rollout: $(STAMP)
 	$(VENV)/bin/paradigms-rollout
