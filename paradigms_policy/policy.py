@@ -28,7 +28,8 @@ from .diffusion.warm_start import WarmStartState
 from .runtime.device import default_executor, resolve_device
 from .runtime.executor import BatchedDenoiser
 
-__all__ = ["Policy", "ActionResult", "ObservationError", "PolicyCompatibilityError", "load_policy", "DEFAULT_SAMPLER"]
+__all__ = ["Policy", "ActionResult", "ObservationError", "PolicyCompatibilityError", "load_policy", "DEFAULT_SAMPLER",
+           "solver_window_sizes"]
 
 DEFAULT_SAMPLER = "ddpm_sequential"  # the reference: DiffusionPolicy's own 100-step DDPM
 SCHEDULE_KEYS = ("num_train_timesteps", "beta_schedule", "prediction_type", "clip_sample")
@@ -216,10 +217,15 @@ class Policy:
         return obs
 
     def warmup(self, batch: int = 1) -> None:
-        """Allocate denoiser buffers and measure round times before the first deadline-bound call."""
+        """Allocate denoiser buffers (capture CUDA graphs) for every window size the sampler can
+        use, and measure round times, before the first deadline-bound call.
+
+        After this, solves of ``batch`` observations allocate and capture nothing (the
+        denoiser's ``slots_created`` / ``graphs_captured`` stay put). On CPU the extra window
+        sizes are only allocated, not run: an eager CPU call has nothing else to warm.
+        """
         obs = self._mean_observation(batch)
-        windows = sorted({1, min(self.sampler.window, int(self.sampler.rule.num_steps))})
-        self.denoiser.warmup(windows, batch)
+        self.denoiser.warmup(solver_window_sizes(self.sampler), batch, run=self.device.type == "cuda")
         nobs, _ = self._check_obs(obs)
         self.denoiser.bind(self.network.global_cond({k: self.normalizer[k].normalize(v) for k, v in nobs.items()}))
         x_init, _ = draw_noise(self.sampler.rule, (batch, self.horizon, self.action_dim), device=self.device)
@@ -232,6 +238,17 @@ class Policy:
         return (f"Policy({self.checkpoint_path or '<in memory>'}, obs={self.obs_shapes}, action_dim={self.action_dim}, "
                 f"horizon={self.horizon}, n_obs_steps={self.n_obs_steps}, n_action_steps={self.n_action_steps}, "
                 f"sampler={self.sampler_name}, device={self.device})")
+
+
+def solver_window_sizes(sampler: Sampler) -> list[int]:
+    """Every window size a solve with ``sampler`` can pass to the denoiser.
+
+    Sequential sampling (and the DDIM deadline fallback) evaluates one step at a time; the
+    parallel solvers use their full window and, near the end of the chain, every shorter one.
+    """
+    if not sampler.is_parallel:
+        return [1]
+    return list(range(1, min(int(sampler.window), int(sampler.rule.num_steps)) + 1))
 
 
 def load_policy(path: str | Path | None = None, device: str | torch.device = "cpu", sampler: str | None = None,
