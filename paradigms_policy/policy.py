@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .checkpoint import build_network, build_normalizer, load_checkpoint
+from .checkpoint import build_network, build_normalizer
 from .compat import observation_mismatches
 from .diffusion.samplers import Sampler, make_sampler
 from .diffusion.sequential import draw_noise
@@ -30,7 +30,7 @@ from .runtime.executor import BatchedDenoiser
 __all__ = ["Policy", "ActionResult", "ObservationError", "PolicyCompatibilityError", "load_policy", "DEFAULT_SAMPLER"]
 
 DEFAULT_SAMPLER = "ddpm_sequential"  # the reference: DiffusionPolicy's own 100-step DDPM
-SCHEDULE_KEYS = ("num_train_timesteps", "beta_schedule", "prediction_type", "clip_sample")
+SCHEDULE_KEYS = ("num_train_timesteps", "beta_schedule", "prediction_type", "clip_sample", "clip_sample_range")
 
 
 class ObservationError(ValueError):
@@ -64,6 +64,10 @@ class Policy:
         self.horizon = int(checkpoint["horizon"])
         self.n_obs_steps = int(checkpoint["n_obs_steps"])
         self.n_action_steps = int(checkpoint["n_action_steps"])
+        # first executed action in the horizon (DiffusionPolicy: n_obs_steps - 1; its low-dim policy without
+        # oa_step_convention starts at n_obs_steps)
+        self.action_start = int(checkpoint.get("action_start", self.n_obs_steps - 1))
+        self.source = dict(checkpoint.get("source", {}))
         self.noise_scheduler = dict(checkpoint["noise_scheduler"])
         self.training_info = dict(checkpoint.get("training", {}))
         self.config = checkpoint.get("config", {})
@@ -174,7 +178,7 @@ class Policy:
         if self.sampler.uses_warm_start:
             self.warm_state.update(result)
         action_pred = self.normalizer["action"].unnormalize(result.sample).cpu().numpy()  # [B, H, A]
-        start = self.n_obs_steps - 1
+        start = self.action_start
         action = action_pred[:, start: start + self.n_action_steps]
         if not batched:
             action, action_pred = action[0], action_pred[0]
@@ -212,12 +216,20 @@ class Policy:
 
 
 def load_policy(path: str | Path | None = None, device: str | torch.device = "cpu", sampler: str | None = None,
-                *, executor: str | None = None, compile: bool = False, **sampler_overrides: Any) -> Policy:
-    """Load a checkpoint (None -> the shipped one) as a ready-to-act Policy."""
+                *, executor: str | None = None, compile: bool = False, trust_checkpoint: bool = False,
+                **sampler_overrides: Any) -> Policy:
+    """Load a checkpoint (None -> the shipped one) as a ready-to-act Policy.
+
+    ``path`` may be one of our checkpoints, a DiffusionPolicy workspace ``.ckpt`` or a LeRobot diffusion
+    policy directory; the format is recognized by content. Pickled files are unpickled with an
+    allow-list; ``trust_checkpoint=True`` loads a file that needs more (only for files you trust).
+    """
+    from .formats import load_any_checkpoint
+
     if path is None:
         from . import paths
 
         path = paths.default_checkpoint()
-    checkpoint = load_checkpoint(path, map_location="cpu")
+    checkpoint = load_any_checkpoint(path, trust_checkpoint=trust_checkpoint)
     return Policy(checkpoint, device=device, sampler=sampler, executor=executor, compile=compile, path=path,
                   **sampler_overrides)
