@@ -71,7 +71,7 @@ def load_policies(cfg, names: Sequence[str]) -> tuple[dict[str, Any], str]:
     Separate Policies (same weights) let the samplers run interleaved cycle by cycle, so a
     change in background load on a shared machine hits all of them alike.
     """
-    from paradigms_policy.checkpoint import load_checkpoint
+    from paradigms_policy.formats import load_any_checkpoint
     from paradigms_policy.policy import Policy
 
     device = resolve_device(cfg.device)
@@ -83,8 +83,9 @@ def load_policies(cfg, names: Sequence[str]) -> tuple[dict[str, Any], str]:
         description = ckpt["description"]
     else:
         path = Path(checkpoint) if checkpoint is not None else paths.default_checkpoint()
-        if path.is_file():
-            ckpt, description = load_checkpoint(path), str(path)
+        if path.exists():  # any format: ours, a DiffusionPolicy .ckpt, a LeRobot directory
+            ckpt = load_any_checkpoint(path, trust_checkpoint=bool(cfg.get("trust_checkpoint", False)))
+            description = str(path)
         elif checkpoint is not None:
             raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
         else:

@@ -351,3 +351,34 @@ def test_convert_writes_a_plain_data_checkpoint(dp_hybrid, le_image, tmp_path):
         again = load_any_checkpoint(out)
         for key, value in load_any_checkpoint(src)["state_dicts"]["ema_model"].items():
             assert torch.equal(again["state_dicts"]["ema_model"][key], value), key
+
+
+# ----------------------------------------------------------------------------- ROS inputs
+def test_node_inputs_must_cover_a_foreign_checkpoints_keys(le_image):
+    """The node maps checkpoint keys to topics with obs_keys/obs_topics; configure fails naming uncovered keys."""
+    pytest.importorskip("rclpy")
+    from paradigms_policy.ros.inputs import build_specs
+
+    shape_meta = load_any_checkpoint(le_image)["shape_meta"]
+    topics = ["robot/state", "camera/front/image_raw", "camera/wrist/image_raw"]
+    keys = ["observation.state", "observation.images.front", "observation.images.wrist"]
+    specs = build_specs(topics, keys, ["float32_multi_array", "image", "image"], shape_meta, [])
+    assert [(s.topic, s.key, s.shape) for s in specs][1] == ("camera/front/image_raw", "observation.images.front",
+                                                             (3, 40, 40))
+    with pytest.raises(ValueError, match=r"needs observation key\(s\) \['observation.images.wrist'\]"):
+        build_specs(topics[:2], keys[:2], ["float32_multi_array", "image"], shape_meta, [])
+    with pytest.raises(ValueError, match=r"obs_keys \['observation.image'\] are not inputs"):
+        build_specs(topics, ["observation.state", "observation.image", "observation.images.wrist"],
+                    ["float32_multi_array", "image", "image"], shape_meta, [])
+
+
+def test_node_declares_trust_checkpoint():
+    pytest.importorskip("rclpy")
+    from paradigms_policy.ros.node_params import SPECS_BY_NAME, STRUCTURAL, PolicyNodeParams
+
+    assert SPECS_BY_NAME["trust_checkpoint"].default is False and "trust_checkpoint" in STRUCTURAL
+    assert PolicyNodeParams().trust_checkpoint is False
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "config" / "policy.yaml").read_text())
+    assert config["paradigms_policy_node"]["ros__parameters"]["trust_checkpoint"] is False

@@ -128,10 +128,11 @@ class PolicyNode(LifecycleNode):
 
     def _check_n_action_steps(self, requested: int) -> str | None:
         policy = self._policy
-        longest = policy.horizon - policy.n_obs_steps + 1
+        start = getattr(policy, "action_start", policy.n_obs_steps - 1)  # index of the first executed action
+        longest = policy.horizon - start
         if requested > longest:
             return (f"n_action_steps={requested} exceeds what the checkpoint predicts after the observation steps "
-                    f"(horizon {policy.horizon} - n_obs_steps {policy.n_obs_steps} + 1 = {longest})")
+                    f"(horizon {policy.horizon} - first executed step {start} = {longest})")
         return None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -157,7 +158,8 @@ class PolicyNode(LifecycleNode):
             torch.set_num_threads(params.num_threads)
         checkpoint = params.checkpoint or None
         self.get_logger().info(f"loading checkpoint {checkpoint or '(shipped default)'} on {params.device}")
-        policy = load_policy(checkpoint, device=params.device, sampler=params.sampler, **params.sampler_overrides())
+        policy = load_policy(checkpoint, device=params.device, sampler=params.sampler,
+                             trust_checkpoint=params.trust_checkpoint, **params.sampler_overrides())
         self._policy = policy
         self._sampler_settings = (params.sampler, tuple(sorted(params.sampler_overrides().items())))
         specs = build_specs(params.obs_topics, params.obs_keys, params.obs_types, policy.shape_meta, params.joint_names)
