@@ -64,8 +64,8 @@ def detect_format(path: str | Path) -> str:
         head = handle.read(2)
     if head[:1] == bytes([_PICKLE_PROTO]):
         return "torch_pickle"  # torch's legacy (pre-1.6) format starts with a pickle
-    raise CheckpointError(f"{path} is not a checkpoint this package reads (not a torch file, not a LeRobot "
-                          "policy directory)")
+    raise CheckpointError(f"{path} is not a torch checkpoint file (nor a LeRobot policy directory): no "
+                          "checkpoint format this package reads")
 
 
 def load_any_checkpoint(path: str | Path, *, trust_checkpoint: bool = False) -> dict[str, Any]:
