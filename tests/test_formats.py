@@ -382,3 +382,26 @@ def test_node_declares_trust_checkpoint():
 
     config = yaml.safe_load((Path(__file__).parents[1] / "config" / "policy.yaml").read_text())
     assert config["paradigms_policy_node"]["ros__parameters"]["trust_checkpoint"] is False
+
+
+def test_convert_command_line(le_lowdim, dp_lowdim, tmp_path, capsys):
+    from paradigms_policy.convert import main
+
+    assert main([str(le_lowdim), str(tmp_path / "le.pt")]) == 0
+    assert load_checkpoint(tmp_path / "le.pt")["source"]["format"] == "lerobot_diffusion"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"cfg": {}, "state_dicts": {}, "x": _Payload(tmp_path / "ran")}, evil)
+    assert main([str(evil), str(tmp_path / "evil.pt")]) == 2
+    assert "refusing to load" in capsys.readouterr().err and not (tmp_path / "ran").exists()
+
+
+def test_profile_takes_a_foreign_checkpoint(le_lowdim):
+    from hydra import compose, initialize_config_dir
+
+    from paradigms_policy.profile import load_policies
+
+    with initialize_config_dir(config_dir=str(Path(__file__).parents[1] / "config"), version_base="1.3"):
+        cfg = compose("profile", overrides=[f"checkpoint={le_lowdim}", "threads=1"])
+    policies, description = load_policies(cfg, ["ddim_sequential"])
+    assert description == str(le_lowdim)
+    assert policies["ddim_sequential"].source["format"] == "lerobot_diffusion"
