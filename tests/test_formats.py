@@ -224,7 +224,8 @@ def test_our_own_checkpoints_still_load(random_checkpoint):
     ours = load_any_checkpoint(random_checkpoint)
     assert ours["format"] == "paradigms_policy.checkpoint" and "source" not in ours
     plain = load_checkpoint(random_checkpoint)
-    assert all(torch.equal(v, plain["state_dicts"]["ema_model"][k]) for k, v in ours["state_dicts"]["ema_model"].items())
+    weights = ours["state_dicts"]["ema_model"]
+    assert all(torch.equal(v, plain["state_dicts"]["ema_model"][k]) for k, v in weights.items())
 
 
 # ----------------------------------------------------------------------------- LeRobot
@@ -333,7 +334,8 @@ def test_lerobot_policy_acts_and_profiles_with_dotted_keys(le_lowdim):
 
     policy = load_policy(le_lowdim, sampler="ddim_sequential")
     assert policy.obs_keys == ["observation.state", "observation.environment_state"]
-    obs = {"observation.state": np.zeros((2, 3), np.float32), "observation.environment_state": np.ones((2, 4), np.float32)}
+    obs = {"observation.state": np.zeros((2, 3), np.float32),
+           "observation.environment_state": np.ones((2, 4), np.float32)}
     out = policy.predict_action(obs, seed=1)
     assert out.action.shape == (4, 2) and np.isfinite(out.action).all()
     policy.warmup()

@@ -33,7 +33,8 @@ def scheduler_settings(*, num_train_timesteps: Any, beta_schedule: Any, predicti
     if beta_schedule not in ("squaredcos_cap_v2", "linear", "scaled_linear"):
         raise UnsupportedCheckpointError(f"{prefix}beta_schedule {beta_schedule!r} is not supported")
     if beta_schedule != "squaredcos_cap_v2":
-        betas = (float(beta_start if beta_start is not None else 1e-4), float(beta_end if beta_end is not None else 2e-2))
+        betas = (float(beta_start if beta_start is not None else _DEFAULT_BETAS[0]),
+                 float(beta_end if beta_end is not None else _DEFAULT_BETAS[1]))
         if betas != _DEFAULT_BETAS:
             raise UnsupportedCheckpointError(
                 f"{prefix}beta_start/beta_end {betas} with a {beta_schedule} schedule are not supported "

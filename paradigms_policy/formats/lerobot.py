@@ -158,7 +158,8 @@ def _affine(feature: str, mode: str, stats: Mapping[str, torch.Tensor], shape: l
         try:  # e.g. per-channel image stats [C, 1, 1] -> [C, H, W]
             return t.expand(*shape).reshape(-1)
         except RuntimeError as exc:
-            raise CheckpointError(f"LeRobot stats of {feature!r} have shape {list(t.shape)}, the feature {shape}") from exc
+            raise CheckpointError(
+                f"LeRobot stats of {feature!r} have shape {list(t.shape)}, the feature {shape}") from exc
 
     def need(*names: str) -> list[torch.Tensor]:
         absent = [n for n in names if n not in stats]
@@ -239,7 +240,8 @@ def convert_directory(root: Path) -> dict[str, Any]:
     if set(outputs) != {"action"} or len(outputs["action"]["shape"]) != 1:
         raise UnsupportedCheckpointError(f"{root}: output features {outputs} are not one 1-d 'action'")
     if STATE not in inputs:
-        raise CheckpointError(f"{root}: LeRobot diffusion policies need {STATE!r}; the config's inputs are {sorted(inputs)}")
+        raise CheckpointError(
+            f"{root}: LeRobot diffusion policies need {STATE!r}; the config's inputs are {sorted(inputs)}")
     cameras = [k for k, ft in inputs.items() if ft["type"] == "VISUAL"]
     unknown = [k for k, ft in inputs.items() if ft["type"] not in ("STATE", "VISUAL", "ENV")]
     if unknown:
@@ -267,7 +269,8 @@ def convert_directory(root: Path) -> dict[str, Any]:
                    "norm": "group" if config.get("use_group_norm", False) else "batch",
                    "feature_activation": "relu", "reduction": "matmul",
                    "resize_shape": list(resize) if resize else None}
-        obs_dim = inputs[STATE]["shape"][0] + 2 * num_kp * len(cameras) + (inputs[ENV]["shape"][0] if ENV in inputs else 0)
+        env_dim = inputs[ENV]["shape"][0] if ENV in inputs else 0
+        obs_dim = inputs[STATE]["shape"][0] + 2 * num_kp * len(cameras) + env_dim
     else:
         encoder = {"type": "low_dim", "obs_shapes": {k: m["shape"] for k, m in obs_meta.items()}}
         obs_dim = sum(math.prod(m["shape"]) for m in obs_meta.values())
