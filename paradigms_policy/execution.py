@@ -59,32 +59,37 @@ class ExecutionSettings:
 
 @dataclass(frozen=True)
 class ChunkGeometry:
-    """Where a chunk's executable actions sit in the predicted horizon."""
+    """Where a chunk's executable actions sit in the predicted horizon.
+
+    ``action_start`` is the horizon index of the action at ``obs_time``: n_obs_steps - 1 in
+    DiffusionPolicy's convention (its low-dim policy without ``oa_step_convention`` uses n_obs_steps).
+    """
 
     horizon: int
-    n_obs_steps: int
+    action_start: int
     n_action_steps: int
 
     def __post_init__(self) -> None:
-        if not 1 <= self.n_obs_steps <= self.horizon:
-            raise ValueError(f"n_obs_steps must be in [1, horizon={self.horizon}], got {self.n_obs_steps}")
+        if not 0 <= self.action_start < self.horizon:
+            raise ValueError(f"action_start must be in [0, horizon={self.horizon}), got {self.action_start}")
         if not 1 <= self.n_action_steps <= self.executable:
-            raise ValueError(f"n_action_steps must be in [1, {self.executable}] (horizon - n_obs_steps + 1), "
+            raise ValueError(f"n_action_steps must be in [1, {self.executable}] (horizon - action_start), "
                              f"got {self.n_action_steps}")
 
     @classmethod
-    def of(cls, policy) -> "ChunkGeometry":
-        return cls(int(policy.horizon), int(policy.n_obs_steps), int(policy.n_action_steps))
+    def of(cls, policy, n_action_steps: int | None = None) -> "ChunkGeometry":
+        start = int(getattr(policy, "action_start", policy.n_obs_steps - 1))
+        return cls(int(policy.horizon), start, int(n_action_steps or policy.n_action_steps))
 
     @property
     def first_executed(self) -> int:
         """Horizon index of action 0 of the executed slice (the action at ``obs_time``)."""
-        return self.n_obs_steps - 1
+        return self.action_start
 
     @property
     def executable(self) -> int:
         """Actions from the first executed one to the end of the horizon."""
-        return self.horizon - self.n_obs_steps + 1
+        return self.horizon - self.action_start
 
 
 @dataclass(frozen=True)
@@ -197,7 +202,7 @@ class ExecutionModel:
         if delay_steps >= self.geometry.executable and self.settings.mode != "naive":
             raise ValueError(
                 f"a delay of {delay_steps} periods leaves nothing to run: a chunk holds {self.geometry.executable} "
-                f"executable actions (horizon {self.geometry.horizon} - n_obs_steps {self.geometry.n_obs_steps} + 1)")
+                f"executable actions (horizon {self.geometry.horizon} from index {self.geometry.action_start})")
 
     def due(self, now: float, delay_steps: int = 0) -> bool:
         """Whether a solve should observe now (the caller asks only when no solve is in flight)."""

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .checkpoint import build_network, build_normalizer, load_checkpoint
+from .checkpoint import build_network, build_normalizer
 from .compat import observation_mismatches
 from .diffusion.inpaint import Inpainting, known_prefix
 from .diffusion.samplers import Sampler, make_sampler
@@ -32,7 +32,7 @@ __all__ = ["Policy", "ActionResult", "ObservationError", "PolicyCompatibilityErr
            "solver_window_sizes"]
 
 DEFAULT_SAMPLER = "ddpm_sequential"  # the reference: DiffusionPolicy's own 100-step DDPM
-SCHEDULE_KEYS = ("num_train_timesteps", "beta_schedule", "prediction_type", "clip_sample")
+SCHEDULE_KEYS = ("num_train_timesteps", "beta_schedule", "prediction_type", "clip_sample", "clip_sample_range")
 
 
 class ObservationError(ValueError):
@@ -66,6 +66,10 @@ class Policy:
         self.horizon = int(checkpoint["horizon"])
         self.n_obs_steps = int(checkpoint["n_obs_steps"])
         self.n_action_steps = int(checkpoint["n_action_steps"])
+        # first executed action in the horizon (DiffusionPolicy: n_obs_steps - 1; its low-dim policy without
+        # oa_step_convention starts at n_obs_steps)
+        self.action_start = int(checkpoint.get("action_start", self.n_obs_steps - 1))
+        self.source = dict(checkpoint.get("source", {}))
         self.noise_scheduler = dict(checkpoint["noise_scheduler"])
         self.training_info = dict(checkpoint.get("training", {}))
         self.config = checkpoint.get("config", {})
@@ -182,7 +186,7 @@ class Policy:
         if self.sampler.uses_warm_start:
             self.warm_state.update(result)
         action_pred = self.normalizer["action"].unnormalize(result.sample).cpu().numpy()  # [B, H, A]
-        start = self.n_obs_steps - 1
+        start = self.action_start
         action = action_pred[:, start: start + self.n_action_steps]
         if not batched:
             action, action_pred = action[0], action_pred[0]
@@ -196,14 +200,14 @@ class Policy:
         known = np.asarray(known_actions, dtype=np.float32)
         if known.size == 0:
             return None
-        longest = self.horizon - self.n_obs_steps
+        longest = self.horizon - self.action_start - 1  # at least one action stays free
         if known.ndim != 2 or known.shape[1] != self.action_dim or not 1 <= known.shape[0] <= longest:
             raise ValueError(f"known_actions must be [n, action_dim={self.action_dim}] with 1 <= n <= {longest}, "
                              f"got {list(known.shape)}")
         if not np.isfinite(known).all():
             raise ValueError("known_actions contain NaN or inf")
         values = self.normalizer["action"].normalize(torch.from_numpy(known).to(self.device))
-        return known_prefix(values, self.n_obs_steps - 1, event)
+        return known_prefix(values, self.action_start, event)
 
     def _mean_observation(self, batch: int) -> dict[str, np.ndarray]:
         """The training mean of every key, [batch, n_obs_steps, *shape]; stats of images and other
@@ -252,12 +256,20 @@ def solver_window_sizes(sampler: Sampler) -> list[int]:
 
 
 def load_policy(path: str | Path | None = None, device: str | torch.device = "cpu", sampler: str | None = None,
-                *, executor: str | None = None, compile: bool = False, **sampler_overrides: Any) -> Policy:
-    """Load a checkpoint (None -> the shipped one) as a ready-to-act Policy."""
+                *, executor: str | None = None, compile: bool = False, trust_checkpoint: bool = False,
+                **sampler_overrides: Any) -> Policy:
+    """Load a checkpoint (None -> the shipped one) as a ready-to-act Policy.
+
+    ``path`` may be one of our checkpoints, a DiffusionPolicy workspace ``.ckpt`` or a LeRobot diffusion
+    policy directory; the format is recognized by content. Pickled files are unpickled with an
+    allow-list; ``trust_checkpoint=True`` loads a file that needs more (only for files you trust).
+    """
+    from .formats import load_any_checkpoint
+
     if path is None:
         from . import paths
 
         path = paths.default_checkpoint()
-    checkpoint = load_checkpoint(path, map_location="cpu")
+    checkpoint = load_any_checkpoint(path, trust_checkpoint=trust_checkpoint)
     return Policy(checkpoint, device=device, sampler=sampler, executor=executor, compile=compile, path=path,
                   **sampler_overrides)

@@ -15,10 +15,15 @@ __all__ = ["describe_checkpoint", "file_sha256", "load_policies", "sampler_overr
 
 
 def file_sha256(path: Path) -> str:
+    """sha256 of a file, or of a checkpoint directory (a LeRobot ``pretrained_model/``): its files' names and bytes."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            h.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()
 
 
@@ -43,7 +48,7 @@ def load_policies(cfg, names: Sequence[str]) -> tuple[dict[str, Any], dict[str, 
     ``{"name", "sha256", "parameters"}`` (``"description"`` too for a random network): a file
     is named by its base name and content hash, not by where it lies on this machine.
     """
-    from paradigms_policy.checkpoint import load_checkpoint
+    from paradigms_policy.formats import load_any_checkpoint
     from paradigms_policy.policy import Policy
 
     device = resolve_device(cfg.device)
@@ -54,8 +59,8 @@ def load_policies(cfg, names: Sequence[str]) -> tuple[dict[str, Any], dict[str, 
         ckpt = random_checkpoint(cfg.random_network, int(cfg.seed))
     else:
         path = Path(checkpoint) if checkpoint is not None else paths.default_checkpoint()
-        if path.is_file():
-            ckpt = load_checkpoint(path)
+        if path.exists():  # any format: ours, a DiffusionPolicy .ckpt, a LeRobot directory
+            ckpt = load_any_checkpoint(path, trust_checkpoint=bool(cfg.get("trust_checkpoint", False)))
         elif checkpoint is not None:
             raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
         else:

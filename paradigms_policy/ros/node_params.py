@@ -24,7 +24,8 @@ INPUT_TYPES = ("joint_state", "image", "float32_multi_array")
 
 # Parameters that shape the node's topics, model or timer: they take effect at the next configure.
 STRUCTURAL = frozenset({
-    "checkpoint", "device", "num_threads", "obs_topics", "obs_keys", "obs_types", "joint_names", "action_names",
+    "checkpoint", "trust_checkpoint", "device", "num_threads", "obs_topics", "obs_keys", "obs_types", "joint_names",
+    "action_names",
     "trajectory_topic", "chunk_topic", "cycle_stats_topic", "control_rate_hz", "tick_on_topic",
 })
 
@@ -57,7 +58,12 @@ class ParamSpec:
 P = ParameterType
 PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("checkpoint", "", P.PARAMETER_STRING,
-              "Path of the policy checkpoint (.pt); empty means the shipped checkpoints/lift_lowdim.pt."),
+              "Path of the policy checkpoint: ours (.pt), a DiffusionPolicy workspace .ckpt or a LeRobot diffusion "
+              "pretrained_model/ directory (recognized by content); empty means the shipped "
+              "checkpoints/lift_lowdim.pt."),
+    ParamSpec("trust_checkpoint", False, P.PARAMETER_BOOL,
+              "Fully unpickle a checkpoint that needs more than the safe allow-list (OmegaConf, containers, "
+              "tensors). Unpickling runs code from the file: only for files you trust."),
     ParamSpec("device", "cpu", P.PARAMETER_STRING, "Torch device for inference, e.g. cpu or cuda:0."),
     ParamSpec("num_threads", 1, P.PARAMETER_INTEGER,
               "Torch CPU threads of this process; 0 keeps torch's default. One thread avoids OpenMP spin-waiting "
@@ -127,6 +133,7 @@ SPECS_BY_NAME = {spec.name: spec for spec in PARAM_SPECS}
 @dataclass(frozen=True)
 class PolicyNodeParams:
     checkpoint: str = ""
+    trust_checkpoint: bool = False
     device: str = "cpu"
     num_threads: int = 1
     sampler: str = "anderson_warm"

@@ -129,10 +129,11 @@ class PolicyNode(LifecycleNode):
 
     def _check_n_action_steps(self, requested: int) -> str | None:
         policy = self._policy
-        longest = policy.horizon - policy.n_obs_steps + 1
+        start = getattr(policy, "action_start", policy.n_obs_steps - 1)  # index of the first executed action
+        longest = policy.horizon - start
         if requested > longest:
             return (f"n_action_steps={requested} exceeds what the checkpoint predicts after the observation steps "
-                    f"(horizon {policy.horizon} - n_obs_steps {policy.n_obs_steps} + 1 = {longest})")
+                    f"(horizon {policy.horizon} - first executed step {start} = {longest})")
         return None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -158,7 +159,8 @@ class PolicyNode(LifecycleNode):
             torch.set_num_threads(params.num_threads)
         checkpoint = params.checkpoint or None
         self.get_logger().info(f"loading checkpoint {checkpoint or '(shipped default)'} on {params.device}")
-        policy = load_policy(checkpoint, device=params.device, sampler=params.sampler, **params.sampler_overrides())
+        policy = load_policy(checkpoint, device=params.device, sampler=params.sampler,
+                             trust_checkpoint=params.trust_checkpoint, **params.sampler_overrides())
         self._policy = policy
         self._sampler_settings = (params.sampler, tuple(sorted(params.sampler_overrides().items())))
         specs = build_specs(params.obs_topics, params.obs_keys, params.obs_types, policy.shape_meta, params.joint_names)
@@ -176,8 +178,7 @@ class PolicyNode(LifecycleNode):
         self._specs = specs
         self._buffer = ObservationBuffer([s.topic for s in specs], policy.n_obs_steps, params.max_obs_age_ms * 1e-3)
         self._execution = ExecutionModel(self._execution_settings(params),
-                                         ChunkGeometry(policy.horizon, policy.n_obs_steps, self._n_action_steps),
-                                         dt=params.period_s)
+                                         ChunkGeometry.of(policy, self._n_action_steps), dt=params.period_s)
         self._latency = LatencyTracker(initial=params.budget_s)
         for spec in specs:
             self._subscriptions_by_topic[spec.topic] = self.create_subscription(
@@ -321,8 +322,7 @@ class PolicyNode(LifecycleNode):
         if self._policy is not None and self._execution is not None:
             self._n_action_steps = params.n_action_steps or self._policy.n_action_steps
             self._execution.settings = self._execution_settings(params)
-            self._execution.geometry = ChunkGeometry(self._policy.horizon, self._policy.n_obs_steps,
-                                                     self._n_action_steps)
+            self._execution.geometry = ChunkGeometry.of(self._policy, self._n_action_steps)
 
     def _report_input_problem(self, exc: InputError, stale: bool) -> None:
         self.stats.set_input_problem(exc.topic, exc.problem, stale=stale)
