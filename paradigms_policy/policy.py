@@ -32,6 +32,8 @@ __all__ = ["Policy", "ActionResult", "ObservationError", "PolicyCompatibilityErr
            "solver_window_sizes"]
 
 DEFAULT_SAMPLER = "ddpm_sequential"  # the reference: DiffusionPolicy's own 100-step DDPM
+INPAINTING = ("clean", "noised")  # how known actions enter the solve (Policy._inpainting)
+DEFAULT_INPAINTING = "clean"
 SCHEDULE_KEYS = ("num_train_timesteps", "beta_schedule", "prediction_type", "clip_sample", "clip_sample_range")
 
 
@@ -86,6 +88,7 @@ class Policy:
         )
         self._generator = torch.Generator(device=self.device)
         self._generator.seed()
+        self.inpainting = DEFAULT_INPAINTING
         self.set_sampler(sampler or DEFAULT_SAMPLER, **sampler_overrides)
 
     # ------------------------------------------------------------------ configuration
@@ -180,7 +183,7 @@ class Policy:
             x_init, noise, init = self.warm_state.next(shift, event, generator)
         else:
             x_init, noise = draw_noise(self.sampler.rule, event, generator=generator, device=self.device)
-        inpaint = self._inpainting(known_actions, event)
+        inpaint = self._inpainting(known_actions, event, x_init)
         result = self.sampler.sample(self.denoiser, x_init, noise, init_trajectory=init, deadline=deadline,
                                      inpaint=inpaint)
         if self.sampler.uses_warm_start:
@@ -193,8 +196,13 @@ class Policy:
         return ActionResult(action=action, action_pred=action_pred, stats=result.stats, sampler=self.sampler_name,
                             result=result)
 
-    def _inpainting(self, known_actions: np.ndarray | None, event: tuple[int, ...]) -> Inpainting | None:
-        """Normalized known values for the first executed actions, or None when there are none."""
+    def _inpainting(self, known_actions: np.ndarray | None, event: tuple[int, ...],
+                    x_init: torch.Tensor) -> Inpainting | None:
+        """Normalized known values for the first executed actions, or None when there are none.
+
+        ``self.inpainting``: "clean" holds the clean values at every noise level (DiffusionPolicy's
+        conditional_sample), "noised" the forward-noised ones (diffusion/inpaint.py).
+        """
         if known_actions is None:
             return None
         known = np.asarray(known_actions, dtype=np.float32)
@@ -207,7 +215,7 @@ class Policy:
         if not np.isfinite(known).all():
             raise ValueError("known_actions contain NaN or inf")
         values = self.normalizer["action"].normalize(torch.from_numpy(known).to(self.device))
-        return known_prefix(values, self.action_start, event)
+        return known_prefix(values, self.action_start, event, noise=x_init if self.inpainting == "noised" else None)
 
     def _mean_observation(self, batch: int) -> dict[str, np.ndarray]:
         """The training mean of every key, [batch, n_obs_steps, *shape]; stats of images and other

@@ -219,6 +219,7 @@ def _evaluate_seeds(
     delay_steps: int = 0,
     execution: str = "aligned",
     trust_checkpoint: bool = False,
+    inpainting: str | None = None,
     policy=None,
 ) -> dict[str, list[dict]]:
     """Worker body: one policy and one env, every sampler over ``seeds`` (plain dicts, picklable)."""
@@ -233,6 +234,8 @@ def _evaluate_seeds(
     env = make_task_env(task)
     check_policy_fits_task(policy.shape_meta, env)
     out: dict[str, list[dict]] = {}
+    if inpainting is not None:
+        policy.inpainting = inpainting
     for name in samplers:
         policy.set_sampler(name)
         if hasattr(policy, "warmup"):  # buffers allocated before the first timed chunk
@@ -263,15 +266,17 @@ def evaluate(
     execution: str = "aligned",
     progress: Callable[[str], None] | None = print,
     trust_checkpoint: bool = False,
+    inpainting: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``samplers`` on the same ``episodes`` seeds; returns the rollout.json dict.
 
     The checkpoint is checked against the task env before any episode runs. ``workers > 1``
     splits the seeds over spawned processes (each loads its own policy and env). ``checkpoint`` may
     be in any format ``load_policy`` reads; ``trust_checkpoint`` lifts its pickle allow-list.
-    ``delay_steps`` / ``execution``: simulated inference delay and chunk placement (module docstring).
+    ``delay_steps`` / ``execution``: simulated inference delay and chunk placement (module docstring);
+    ``inpainting``: how known actions enter the solve (``Policy.inpainting``; None keeps the default).
     """
-    from paradigms_policy.policy import load_policy
+    from paradigms_policy.policy import DEFAULT_INPAINTING, load_policy
 
     if not samplers:
         raise ValueError("samplers is empty: name at least one sampler (e.g. ddpm_sequential)")
@@ -290,7 +295,7 @@ def evaluate(
         env.close()
     seeds = episode_seeds(episodes, start_seed)
     args = (checkpoint, task, samplers)
-    tail = (device, max_steps, deadline_ms, num_threads, delay_steps, execution, bool(trust_checkpoint))
+    tail = (device, max_steps, deadline_ms, num_threads, delay_steps, execution, bool(trust_checkpoint), inpainting)
     start = time.perf_counter()
     if workers <= 1:
         raw = _evaluate_seeds(*args, seeds, *tail, policy=policy)
@@ -312,6 +317,7 @@ def evaluate(
         "workers": workers,
         "delay_steps": delay_steps,
         "execution": execution,
+        "inpainting": inpainting or DEFAULT_INPAINTING,
         "wall_time_s": time.perf_counter() - start,
         "samplers": {name: summarize([EpisodeResult(**r) for r in raw[name]]) for name in samplers},
     }
