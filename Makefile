@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # lands where it belongs. The demo prints what to change when this machine cannot keep up.
 DEMO_ARGS ?= --episodes 3 --rate-hz 20
 
-.PHONY: venv test demo profile rollout demos train clean-venv
+.PHONY: venv test demo profile gpu-check-prepare gpu-check-dry rollout demos train clean-venv
 
 venv: $(STAMP)
 
@@ -33,6 +33,13 @@ demo: $(STAMP)
 
 profile: $(STAMP)
 	$(VENV)/bin/paradigms-profile
+
+# benchmarks/gpu_check.sh: wheels for the GPU machine (before a device session), and its CPU dry run
+gpu-check-prepare: $(STAMP)
+	PYTHON=$(PY) bash benchmarks/gpu_check.sh --prepare
+
+gpu-check-dry: $(STAMP)
+	PYTHON=$(PY) bash benchmarks/gpu_check.sh --dry-run
 
 rollout: $(STAMP)
 	$(VENV)/bin/paradigms-rollout

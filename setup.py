@@ -49,6 +49,7 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.7",
         "PyYAML>=6",
+        "safetensors>=0.4",  # LeRobot checkpoints (model.safetensors, processor stats)
     ],
     extras_require={"sim": SIM, "ros": ROS, "test": TEST, "all": SIM + ROS + TEST},
     zip_safe=True,
@@ -63,6 +64,7 @@ setup(
             "paradigms-profile = paradigms_policy.profile:main",
             "paradigms-demos = paradigms_policy.demos:main",
             "paradigms-rollout = paradigms_policy.rollout_app:main",
+            "paradigms-convert = paradigms_policy.convert:main",
             "paradigms-ros-demo = paradigms_policy.ros.demo:main",
             "paradigms_policy_node = paradigms_policy.ros.policy_node:main",
             "sim_robot_node = paradigms_policy.ros.sim_robot_node:main",

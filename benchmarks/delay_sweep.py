@@ -35,12 +35,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--num-threads", type=int, default=1)
+    parser.add_argument("--inpainting", default="clean", choices=("clean", "noised"),
+                        help="how the inpaint rows give known actions to the solver (Policy.inpainting)")
     parser.add_argument("--out", default="runs/delay_sweep")
     return parser.parse_args(argv)
 
 
-def row_key(sampler: str, delay: int, mode: str) -> str:
-    return f"{sampler}|d={delay}|{mode if delay else 'any'}"
+def row_key(sampler: str, delay: int, mode: str, inpainting: str = "clean") -> str:
+    label = mode if delay else "any"
+    return f"{sampler}|d={delay}|{label}" + (f"-{inpainting}" if mode == "inpaint" and inpainting != "clean" else "")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -51,17 +54,21 @@ def run(args: argparse.Namespace) -> dict:
     report.update(task=args.task, episodes=args.episodes, checkpoint=args.checkpoint or "checkpoints/lift_lowdim.pt")
     for delay in args.delays:
         for mode in (args.modes if delay else ["aligned"]):
-            todo = [s for s in args.samplers if row_key(s, delay, mode) not in report["rows"]]
+            todo = [s for s in args.samplers if row_key(s, delay, mode, args.inpainting) not in report["rows"]]
             if not todo:
                 continue
             started = time.perf_counter()
             result = evaluate(args.checkpoint, args.task, todo, args.episodes, workers=args.workers,
-                              num_threads=args.num_threads, delay_steps=delay, execution=mode, progress=None)
+                              num_threads=args.num_threads, delay_steps=delay, execution=mode,
+                              inpainting=args.inpainting, progress=None)
             for sampler in todo:
                 summary = result["samplers"][sampler]
                 summary.pop("per_episode", None)
-                summary.update(sampler=sampler, delay_steps=delay, execution=mode if delay else "any")
-                report["rows"][row_key(sampler, delay, mode)] = summary
+                label = mode if delay else "any"
+                if mode == "inpaint" and args.inpainting != "clean":
+                    label = f"inpaint ({args.inpainting})"
+                summary.update(sampler=sampler, delay_steps=delay, execution=label)
+                report["rows"][row_key(sampler, delay, mode, args.inpainting)] = summary
             print(f"d={delay} {mode}: {', '.join(todo)} in {time.perf_counter() - started:.0f} s", flush=True)
             path.write_text(json.dumps(report, indent=1))
     print(format_table(report))

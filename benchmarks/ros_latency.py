@@ -136,7 +136,7 @@ def measure_overhead(args, env, log_dir: Path) -> dict:
                 received = graph.trajectories[n_traj][0]
                 cycle = graph.cycles[n_cycle]
                 latency_ms = (received - sent) * 1e3
-                inbound_ms = (float(cycle["newest_input_s"]) - sent) * 1e3  # same host clock
+                inbound_ms = (float(cycle["obs_time_s"]) - sent) * 1e3  # same host clock
                 samples.append((latency_ms, float(cycle["sampling_ms"]), float(cycle["rounds"]),
                                 float(cycle["queue_ms"]), float(cycle["before_solve_ms"]),
                                 float(cycle["after_solve_ms"]), inbound_ms))

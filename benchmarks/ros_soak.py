@@ -176,8 +176,10 @@ class SoakDriver:
         points = np.array([p.positions for p in msg.points])
         if len(points) and (points[:, :6] == 0).all():
             self.holds += 1
-        dt = duration_to_seconds(msg.points[1].time_from_start) if len(msg.points) > 1 else 1.0 / RATE_HZ
-        self.plan.add(ReceivedPlan(self.now_s(), time_to_nanoseconds(msg.header.stamp) * 1e-9, len(msg.points), dt))
+        times = [duration_to_seconds(p.time_from_start) for p in msg.points]
+        dt = times[1] - times[0] if len(times) > 1 else 1.0 / RATE_HZ
+        start = time_to_nanoseconds(msg.header.stamp) * 1e-9 + times[0]
+        self.plan.add(ReceivedPlan(self.now_s(), start, len(msg.points), dt))
 
     def _messages(self) -> dict[str, object]:
         from paradigms_policy.ros.conversions import array_to_multiarray, vector_to_joint_state

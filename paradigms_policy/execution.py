@@ -59,32 +59,37 @@ class ExecutionSettings:
 
 @dataclass(frozen=True)
 class ChunkGeometry:
-    """Where a chunk's executable actions sit in the predicted horizon."""
+    """Where a chunk's executable actions sit in the predicted horizon.
+
+    ``action_start`` is the horizon index of the action at ``obs_time``: n_obs_steps - 1 in
+    DiffusionPolicy's convention (its low-dim policy without ``oa_step_convention`` uses n_obs_steps).
+    """
 
     horizon: int
-    n_obs_steps: int
+    action_start: int
     n_action_steps: int
 
     def __post_init__(self) -> None:
-        if not 1 <= self.n_obs_steps <= self.horizon:
-            raise ValueError(f"n_obs_steps must be in [1, horizon={self.horizon}], got {self.n_obs_steps}")
+        if not 0 <= self.action_start < self.horizon:
+            raise ValueError(f"action_start must be in [0, horizon={self.horizon}), got {self.action_start}")
         if not 1 <= self.n_action_steps <= self.executable:
-            raise ValueError(f"n_action_steps must be in [1, {self.executable}] (horizon - n_obs_steps + 1), "
+            raise ValueError(f"n_action_steps must be in [1, {self.executable}] (horizon - action_start), "
                              f"got {self.n_action_steps}")
 
     @classmethod
-    def of(cls, policy) -> "ChunkGeometry":
-        return cls(int(policy.horizon), int(policy.n_obs_steps), int(policy.n_action_steps))
+    def of(cls, policy, n_action_steps: int | None = None) -> "ChunkGeometry":
+        start = int(getattr(policy, "action_start", policy.n_obs_steps - 1))
+        return cls(int(policy.horizon), start, int(n_action_steps or policy.n_action_steps))
 
     @property
     def first_executed(self) -> int:
         """Horizon index of action 0 of the executed slice (the action at ``obs_time``)."""
-        return self.n_obs_steps - 1
+        return self.action_start
 
     @property
     def executable(self) -> int:
         """Actions from the first executed one to the end of the horizon."""
-        return self.horizon - self.n_obs_steps + 1
+        return self.horizon - self.action_start
 
 
 @dataclass(frozen=True)
@@ -187,11 +192,13 @@ class ExecutionModel:
         self.dt = float(dt)
         self.timeline = ActionTimeline(dt)
         self.last_obs_time: float | None = None
+        self._replan_now = False
 
     def reset(self) -> None:
         """A new episode or a restart: nothing committed, the next solve is the first."""
         self.timeline.clear()
         self.last_obs_time = None
+        self._replan_now = False
 
     @property
     def started(self) -> bool:
@@ -220,11 +227,11 @@ class ExecutionModel:
         if delay_steps >= self.geometry.executable and self.settings.mode != "naive":
             raise ValueError(
                 f"a delay of {delay_steps} periods leaves nothing to run: a chunk holds {self.geometry.executable} "
-                f"executable actions (horizon {self.geometry.horizon} - n_obs_steps {self.geometry.n_obs_steps} + 1)")
+                f"executable actions (horizon {self.geometry.horizon} from index {self.geometry.action_start})")
 
     def due(self, now: float, delay_steps: int = 0) -> bool:
         """Whether a solve should observe now (the caller asks only when no solve is in flight)."""
-        if self.last_obs_time is None or self.settings.replan == "asap":
+        if self.last_obs_time is None or self.settings.replan == "asap" or self._replan_now:
             return True
         return now >= self.last_obs_time + (self.replan_every(delay_steps) - 0.5) * self.dt
 
@@ -237,6 +244,7 @@ class ExecutionModel:
             until = expected_arrival + self.settings.start_margin * self.dt
             known = self.timeline.run(obs_time, until)[: self.geometry.executable - 1]  # leave one free action
         previous, self.last_obs_time = self.last_obs_time, float(obs_time)
+        self._replan_now = False
         return SolveRequest(obs_time=float(obs_time), previous_obs_time=previous, shift=shift, known_actions=known,
                             expected_arrival=float(expected_arrival), first=first)
 
@@ -276,6 +284,10 @@ class ExecutionModel:
             raise ValueError(f"hold actions must be [n >= 1, A], got {list(actions.shape)}")
         self.timeline.install(float(start), actions)
         return Placement(start_time=float(start), actions=actions, first_index=0, dropped=0)
+
+    def replan_now(self) -> None:
+        """Make the next ``due`` true whatever the schedule (the robot was sent a hold: give it a plan soon)."""
+        self._replan_now = True
 
     def last_commanded(self, t: float) -> np.ndarray | None:
         """The action the robot runs at ``t`` or was last given before it; None if nothing was placed."""

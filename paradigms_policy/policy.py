@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .checkpoint import build_network, build_normalizer, load_checkpoint
+from .checkpoint import build_network, build_normalizer
 from .compat import observation_mismatches
 from .diffusion.inpaint import Inpainting, known_prefix
 from .diffusion.samplers import Sampler, make_sampler
@@ -28,10 +28,13 @@ from .diffusion.warm_start import WarmStartState
 from .runtime.device import default_executor, resolve_device
 from .runtime.executor import BatchedDenoiser
 
-__all__ = ["Policy", "ActionResult", "ObservationError", "PolicyCompatibilityError", "load_policy", "DEFAULT_SAMPLER"]
+__all__ = ["Policy", "ActionResult", "ObservationError", "PolicyCompatibilityError", "load_policy", "DEFAULT_SAMPLER",
+           "solver_window_sizes"]
 
 DEFAULT_SAMPLER = "ddpm_sequential"  # the reference: DiffusionPolicy's own 100-step DDPM
-SCHEDULE_KEYS = ("num_train_timesteps", "beta_schedule", "prediction_type", "clip_sample")
+INPAINTING = ("clean", "noised")  # how known actions enter the solve (Policy._inpainting)
+DEFAULT_INPAINTING = "clean"
+SCHEDULE_KEYS = ("num_train_timesteps", "beta_schedule", "prediction_type", "clip_sample", "clip_sample_range")
 
 
 class ObservationError(ValueError):
@@ -65,6 +68,10 @@ class Policy:
         self.horizon = int(checkpoint["horizon"])
         self.n_obs_steps = int(checkpoint["n_obs_steps"])
         self.n_action_steps = int(checkpoint["n_action_steps"])
+        # first executed action in the horizon (DiffusionPolicy: n_obs_steps - 1; its low-dim policy without
+        # oa_step_convention starts at n_obs_steps)
+        self.action_start = int(checkpoint.get("action_start", self.n_obs_steps - 1))
+        self.source = dict(checkpoint.get("source", {}))
         self.noise_scheduler = dict(checkpoint["noise_scheduler"])
         self.training_info = dict(checkpoint.get("training", {}))
         self.config = checkpoint.get("config", {})
@@ -81,6 +88,7 @@ class Policy:
         )
         self._generator = torch.Generator(device=self.device)
         self._generator.seed()
+        self.inpainting = DEFAULT_INPAINTING
         self.set_sampler(sampler or DEFAULT_SAMPLER, **sampler_overrides)
 
     # ------------------------------------------------------------------ configuration
@@ -175,34 +183,39 @@ class Policy:
             x_init, noise, init = self.warm_state.next(shift, event, generator)
         else:
             x_init, noise = draw_noise(self.sampler.rule, event, generator=generator, device=self.device)
-        inpaint = self._inpainting(known_actions, event)
+        inpaint = self._inpainting(known_actions, event, x_init)
         result = self.sampler.sample(self.denoiser, x_init, noise, init_trajectory=init, deadline=deadline,
                                      inpaint=inpaint)
         if self.sampler.uses_warm_start:
             self.warm_state.update(result)
         action_pred = self.normalizer["action"].unnormalize(result.sample).cpu().numpy()  # [B, H, A]
-        start = self.n_obs_steps - 1
+        start = self.action_start
         action = action_pred[:, start: start + self.n_action_steps]
         if not batched:
             action, action_pred = action[0], action_pred[0]
         return ActionResult(action=action, action_pred=action_pred, stats=result.stats, sampler=self.sampler_name,
                             result=result)
 
-    def _inpainting(self, known_actions: np.ndarray | None, event: tuple[int, ...]) -> Inpainting | None:
-        """Normalized known values for the first executed actions, or None when there are none."""
+    def _inpainting(self, known_actions: np.ndarray | None, event: tuple[int, ...],
+                    x_init: torch.Tensor) -> Inpainting | None:
+        """Normalized known values for the first executed actions, or None when there are none.
+
+        ``self.inpainting``: "clean" holds the clean values at every noise level (DiffusionPolicy's
+        conditional_sample), "noised" the forward-noised ones (diffusion/inpaint.py).
+        """
         if known_actions is None:
             return None
         known = np.asarray(known_actions, dtype=np.float32)
         if known.size == 0:
             return None
-        longest = self.horizon - self.n_obs_steps
+        longest = self.horizon - self.action_start - 1  # at least one action stays free
         if known.ndim != 2 or known.shape[1] != self.action_dim or not 1 <= known.shape[0] <= longest:
             raise ValueError(f"known_actions must be [n, action_dim={self.action_dim}] with 1 <= n <= {longest}, "
                              f"got {list(known.shape)}")
         if not np.isfinite(known).all():
             raise ValueError("known_actions contain NaN or inf")
         values = self.normalizer["action"].normalize(torch.from_numpy(known).to(self.device))
-        return known_prefix(values, self.n_obs_steps - 1, event)
+        return known_prefix(values, self.action_start, event, noise=x_init if self.inpainting == "noised" else None)
 
     def _mean_observation(self, batch: int) -> dict[str, np.ndarray]:
         """The training mean of every key, [batch, n_obs_steps, *shape]; stats of images and other
@@ -216,10 +229,15 @@ class Policy:
         return obs
 
     def warmup(self, batch: int = 1) -> None:
-        """Allocate denoiser buffers and measure round times before the first deadline-bound call."""
+        """Allocate denoiser buffers (capture CUDA graphs) for every window size the sampler can
+        use, and measure round times, before the first deadline-bound call.
+
+        After this, solves of ``batch`` observations allocate and capture nothing (the
+        denoiser's ``slots_created`` / ``graphs_captured`` stay put). On CPU the extra window
+        sizes are only allocated, not run: an eager CPU call has nothing else to warm.
+        """
         obs = self._mean_observation(batch)
-        windows = sorted({1, min(self.sampler.window, int(self.sampler.rule.num_steps))})
-        self.denoiser.warmup(windows, batch)
+        self.denoiser.warmup(solver_window_sizes(self.sampler), batch, run=self.device.type == "cuda")
         nobs, _ = self._check_obs(obs)
         self.denoiser.bind(self.network.global_cond({k: self.normalizer[k].normalize(v) for k, v in nobs.items()}))
         x_init, _ = draw_noise(self.sampler.rule, (batch, self.horizon, self.action_dim), device=self.device)
@@ -234,13 +252,32 @@ class Policy:
                 f"sampler={self.sampler_name}, device={self.device})")
 
 
+def solver_window_sizes(sampler: Sampler) -> list[int]:
+    """Every window size a solve with ``sampler`` can pass to the denoiser.
+
+    Sequential sampling (and the DDIM deadline fallback) evaluates one step at a time; the
+    parallel solvers use their full window and, near the end of the chain, every shorter one.
+    """
+    if not sampler.is_parallel:
+        return [1]
+    return list(range(1, min(int(sampler.window), int(sampler.rule.num_steps)) + 1))
+
+
 def load_policy(path: str | Path | None = None, device: str | torch.device = "cpu", sampler: str | None = None,
-                *, executor: str | None = None, compile: bool = False, **sampler_overrides: Any) -> Policy:
-    """Load a checkpoint (None -> the shipped one) as a ready-to-act Policy."""
+                *, executor: str | None = None, compile: bool = False, trust_checkpoint: bool = False,
+                **sampler_overrides: Any) -> Policy:
+    """Load a checkpoint (None -> the shipped one) as a ready-to-act Policy.
+
+    ``path`` may be one of our checkpoints, a DiffusionPolicy workspace ``.ckpt`` or a LeRobot diffusion
+    policy directory; the format is recognized by content. Pickled files are unpickled with an
+    allow-list; ``trust_checkpoint=True`` loads a file that needs more (only for files you trust).
+    """
+    from .formats import load_any_checkpoint
+
     if path is None:
         from . import paths
 
         path = paths.default_checkpoint()
-    checkpoint = load_checkpoint(path, map_location="cpu")
+    checkpoint = load_any_checkpoint(path, trust_checkpoint=trust_checkpoint)
     return Policy(checkpoint, device=device, sampler=sampler, executor=executor, compile=compile, path=path,
                   **sampler_overrides)

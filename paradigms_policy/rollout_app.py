@@ -3,6 +3,9 @@
     paradigms-rollout checkpoint=PATH task=lift episodes=50 \
         samplers=[ddpm_sequential,picard_warm,anderson_warm] out_dir=runs/rollout
 
+PATH may be our checkpoint, a DiffusionPolicy .ckpt or a LeRobot pretrained_model/ directory
+(trust_checkpoint=true for a pickle that needs more than the safe allow-list).
+
 Prints a table and writes ``out_dir/rollout.json``:
 {"task", "episodes", "samplers": {name: {"success_rate", "success_ci95": [lo, hi],
 "rounds_median", "latency_ms_p50", ...}}}.
@@ -38,6 +41,7 @@ def run_from_config(cfg: Any) -> dict:
         num_threads=cfg.get("num_threads"),
         delay_steps=int(cfg.get("delay_steps", 0)),
         execution=str(cfg.get("execution", "aligned")),
+        trust_checkpoint=bool(cfg.get("trust_checkpoint", False)),
     )
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

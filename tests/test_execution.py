@@ -7,7 +7,7 @@ from paradigms_policy.execution import (ActionTimeline, ChunkGeometry, Execution
                                         chunk_jumps)
 
 DT = 0.05  # 20 Hz
-GEOMETRY = ChunkGeometry(horizon=16, n_obs_steps=2, n_action_steps=8)
+GEOMETRY = ChunkGeometry(horizon=16, action_start=1, n_action_steps=8)  # DiffusionPolicy: n_obs_steps 2
 
 
 def chunk(tag: float) -> np.ndarray:
@@ -22,7 +22,7 @@ def model(mode="aligned", **kw) -> ExecutionModel:
 def test_geometry_follows_diffusion_policy():
     assert GEOMETRY.first_executed == 1 and GEOMETRY.executable == 15
     with pytest.raises(ValueError, match="n_action_steps"):
-        ChunkGeometry(horizon=8, n_obs_steps=2, n_action_steps=8)
+        ChunkGeometry(horizon=8, action_start=1, n_action_steps=8)
 
 
 def test_first_chunk_starts_at_its_first_action_when_it_arrives():

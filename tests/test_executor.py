@@ -128,6 +128,36 @@ def test_counters_count_calls_and_evaluations_but_not_warmup(model):
     assert (denoiser.calls, denoiser.evaluations, denoiser.samples_evaluated) == (0, 0, 0)
 
 
+def test_lifetime_counters_count_allocations_once(model):
+    denoiser = BatchedDenoiser(model, event_shape=EVENT, cond_dim=COND_DIM)
+    denoiser.warmup([3, 1, 3, 2], batch=2, run=False)
+    assert (denoiser.slots_created, denoiser.graphs_captured) == (3, 0)
+    assert denoiser.window_sizes == [1, 2, 3]
+    denoiser.bind(torch.randn(2, COND_DIM))
+    for w in (1, 2, 3, 3):
+        denoiser(torch.randn(w, 2, *EVENT), torch.arange(w))
+    denoiser.reset_counters()
+    assert denoiser.slots_created == 3  # call counters reset, lifetime counters do not
+    denoiser(torch.randn(5, 2, *EVENT), torch.arange(5))  # a size nobody warmed
+    assert denoiser.slots_created == 4
+    denoiser.bind(torch.randn(1, COND_DIM))  # a new batch size drops every slot
+    denoiser(torch.randn(1, 1, *EVENT), torch.tensor([0]))
+    assert denoiser.slots_created == 5 and denoiser.window_sizes == [1]
+
+
+def test_warmup_without_run_leaves_the_network_alone(model):
+    calls = []
+    handle = model.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        denoiser = BatchedDenoiser(model, event_shape=EVENT, cond_dim=COND_DIM)
+        denoiser.warmup([1, 2, 3], batch=1, run=False)
+        assert calls == []
+        denoiser.warmup([1, 2, 3], batch=1)
+        assert len(calls) == 3
+    finally:
+        handle.remove()
+
+
 def test_output_follows_input_dtype(model):
     denoiser = BatchedDenoiser(model, event_shape=EVENT, cond_dim=COND_DIM)
     denoiser.bind(torch.randn(1, COND_DIM))
@@ -225,3 +255,22 @@ def test_cuda_graph_replay_matches_eager(window, batch):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
         assert got.data_ptr() != graph._slots[window].output.data_ptr()
         torch.testing.assert_close(got.cpu(), direct(reference, x, t, cond), atol=1e-4, rtol=1e-3)
+
+
+@needs_cuda
+@pytest.mark.cuda
+def test_cuda_graphs_of_many_windows_share_a_pool_and_replay_in_any_order():
+    """Graphs captured largest first into one pool; replaying them out of order stays exact."""
+    reference = tiny_unet()
+    graph = BatchedDenoiser(tiny_unet(), event_shape=EVENT, cond_dim=COND_DIM, device="cuda", executor="cuda_graph")
+    windows = list(range(1, 17))
+    graph.warmup(windows, batch=2)
+    assert graph.window_sizes == windows and graph.graphs_captured == graph.slots_created == 16
+    gen = torch.Generator().manual_seed(0)
+    cond = torch.randn(2, COND_DIM, generator=gen)
+    graph.bind(cond.cuda())
+    for w in (16, 1, 7, 3, 16, 2, 9):
+        x = torch.randn(w, 2, *EVENT, generator=gen)
+        t = torch.randint(0, 100, (w,), generator=gen)
+        torch.testing.assert_close(graph(x.cuda(), t).cpu(), direct(reference, x, t, cond), atol=1e-4, rtol=1e-3)
+    assert graph.graphs_captured == 16

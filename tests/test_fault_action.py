@@ -39,7 +39,8 @@ def test_tracker_holds_once_per_input_fault_and_when_the_plan_runs_out():
 
 
 def model() -> ExecutionModel:
-    return ExecutionModel(ExecutionSettings(mode="inpaint", start_margin=0.5), ChunkGeometry(16, 2, 8), dt=DT)
+    return ExecutionModel(ExecutionSettings(mode="inpaint", start_margin=0.5),
+                          ChunkGeometry(horizon=16, action_start=1, n_action_steps=8), dt=DT)
 
 
 def test_execution_model_knows_the_last_command_and_installs_holds():
@@ -54,9 +55,13 @@ def test_execution_model_knows_the_last_command_and_installs_holds():
     m.hold(0.1 + 0.5 * DT, held)
     assert m.last_commanded(0.2).tolist() == [0.0, -1.0]
     assert m.covered_until(0.1) == pytest.approx(0.1 + 8 * DT)  # the hold, on its own grid, without a hole
-    # the next solve plans as before and is told the committed hold actions
-    request = m.request(obs_time=0.41, expected_arrival=0.45)
-    assert request.shift == 8 and request.known_actions.tolist()[0] == [0.0, -1.0]
+    # after the fault the next solve is planned at once (not at the scheduled time) and knows the hold actions
+    assert not m.due(0.16)
+    m.replan_now()
+    assert m.due(0.16)
+    request = m.request(obs_time=0.16, expected_arrival=0.2)
+    assert request.shift == 3 and request.known_actions.tolist()[0] == [0.0, -1.0]
+    assert not m.due(0.21)  # back on the schedule
 
 
 def test_sent_log_tells_which_inputs_a_chunk_came_from():

@@ -12,18 +12,19 @@ from paradigms_policy.diffusion.warm_start import shift_for_next_cycle
 from test_picard import ACTION_DIM, HORIZON, fake_denoiser, problem
 
 
-def known_first_rows(x_init: torch.Tensor, rows: int = 3, first: int = 1) -> Inpainting:
+def known_first_rows(x_init: torch.Tensor, rows: int = 3, first: int = 1, noised: bool = False) -> Inpainting:
     g = torch.Generator().manual_seed(7)
     values = torch.rand(rows, ACTION_DIM, generator=g, dtype=x_init.dtype) * 2 - 1
-    return known_prefix(values, first, tuple(x_init.shape))
+    return known_prefix(values, first, tuple(x_init.shape), noise=x_init if noised else None)
 
 
 @pytest.mark.parametrize("kind,steps", [("ddpm", 30), ("ddim", 16), ("dpmsolver++", 10)])
 @pytest.mark.parametrize("solver", ["picard", "anderson"])
 @pytest.mark.parametrize("exact_linear", [False, True])
-def test_parallel_inpainted_equals_sequential_inpainted(kind, steps, solver, exact_linear):
+@pytest.mark.parametrize("noised", [False, True])
+def test_parallel_inpainted_equals_sequential_inpainted(kind, steps, solver, exact_linear, noised):
     rule, x_init, noise = problem(kind, steps)
-    inpaint = known_first_rows(x_init)
+    inpaint = known_first_rows(x_init, noised=noised)
     denoise = fake_denoiser()
     ref = sample_sequential(denoise, rule, x_init, noise, inpaint=inpaint)
     plain = sample_sequential(denoise, rule, x_init, noise)
@@ -32,9 +33,15 @@ def test_parallel_inpainted_equals_sequential_inpainted(kind, steps, solver, exa
                 exact_linear=exact_linear, inpaint=inpaint)
     assert res.stats.converged
     assert torch.allclose(res.sample, ref.sample, atol=1e-6, rtol=0)
-    # the known rows are exactly the given values in every state, and the rest differs from the plain sample
-    assert torch.equal(res.trajectory[:, :, 1:4], inpaint.values[:, 1:4].expand_as(res.trajectory[:, :, 1:4]))
+    # the known rows hold their per-state values (the clean ones, or the forward-noised ones), the final
+    # state the clean values, and the rest differs from the plain sample
+    expected = inpaint.bind(rule, x_init).values[:, :, 1:4].expand_as(res.trajectory[:, :, 1:4])
+    assert torch.equal(res.trajectory[:, :, 1:4], expected)
     assert torch.equal(ref.sample[:, 1:4], inpaint.values[:, 1:4])
+    if noised:  # state 0 at (nearly) pure noise: the known rows are mostly the initial noise there
+        abar0 = float(rule.tables["alpha_bar"][0])
+        assert torch.allclose(res.trajectory[0, :, 1:4], abar0 ** 0.5 * inpaint.values[:, 1:4]
+                              + (1 - abar0) ** 0.5 * x_init[:, 1:4])
     assert not torch.allclose(ref.sample[:, 4:], plain.sample[:, 4:], atol=1e-3)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -13,7 +14,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from paradigms_policy.diffusion.samplers import make_sampler
-from paradigms_policy.profile import control_cycles, observation_windows, run_profile
+from paradigms_policy.profile import run_profile
+from paradigms_policy.profiling.episodes import control_cycles, episodes_from_npz, observation_windows
 
 REPO = Path(__file__).resolve().parent.parent
 ALL_SAMPLERS = ["ddpm_sequential", "ddim_sequential", "picard_cold", "picard_warm", "anderson_cold", "anderson_warm"]
@@ -70,7 +72,9 @@ def test_report_has_the_agreed_json_shape(tight_report):
     report, out = tight_report
     on_disk = json.loads((out / "profile.json").read_text())
     assert on_disk == json.loads(json.dumps(report))
-    assert isinstance(on_disk["checkpoint"], str) and on_disk["checkpoint"].startswith("random network")
+    assert on_disk["checkpoint"]["name"] == "random" and on_disk["checkpoint"]["sha256"] is None
+    assert on_disk["checkpoint"]["description"].startswith("random network")
+    assert on_disk["checkpoint"]["parameters"] > 0
     assert isinstance(on_disk["device"], str) and on_disk["device"].startswith("cpu")
     assert on_disk["steps"] == 100
     assert list(on_disk["samplers"]) == ALL_SAMPLERS
@@ -81,6 +85,8 @@ def test_report_has_the_agreed_json_shape(tight_report):
         assert set(s["error"]) >= {"max_abs", "rms"}, name
         assert s["latency_ms"]["p50"] <= s["latency_ms"]["p99"] <= s["latency_ms"]["max"]
         assert s["cycles"] == 2
+        assert s["allocations"]["created_while_timed"] == {"slots": 0, "graphs": 0}, name
+        assert s["allocations"]["after_warmup"]["slots"] == (1 if name.endswith("_sequential") else s["window"]), name
         assert s["speedup_p50"]["vs_ddpm"] == pytest.approx(
             on_disk["samplers"]["ddpm_sequential"]["latency_ms"]["p50"] / s["latency_ms"]["p50"])
     assert "SYNTHETIC" in on_disk["observations"]
@@ -121,7 +127,9 @@ def test_loose_tolerance_shows_error_in_action_units(tmp_path):
     cfg = profile_cfg(f"checkpoint={ckpt}", f"out_dir={tmp_path / 'out'}", "cycles=2", "warmup_solves=1", "threads=1",
                       "samplers=[picard_cold]", "tolerance=0.5", "abs_tolerance=0.05")
     report = run_profile(cfg)
-    assert report["checkpoint"] == str(ckpt)
+    assert report["checkpoint"] == {"name": "tiny.pt", "sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest(),
+                                    "parameters": report["checkpoint"]["parameters"]}
+    assert str(tmp_path) not in (tmp_path / "out" / "profile.json").read_text()  # no path of this machine
     s = report["samplers"]["picard_cold"]
     assert s["error_normalized"]["max_abs"] > 0
     # action = (x - offset) / scale with scale = 2 / range ~ 0.2: errors grow by the same factor per dimension
@@ -137,7 +145,7 @@ def test_recorded_episode_is_used_and_budget_is_reported(tmp_path):
     cfg = profile_cfg(f"checkpoint={ckpt}", f"out_dir={tmp_path / 'out'}", "cycles=10", "warmup_solves=1",
                       "threads=1", "samplers=[ddim_sequential,picard_warm]", "budget_ms=60")
     report = run_profile(cfg)
-    assert report["observations"] == f"1 recorded episode(s) of {tmp_path / 'tiny.episode.npz'}"
+    assert report["observations"] == "1 recorded episode(s) of tiny.episode.npz"
     assert report["cycles"] == 5  # 40 steps, re-planning every 8
     for name in ("ddim_sequential", "picard_warm"):
         d = report["samplers"][name]["deadline"]
@@ -148,16 +156,14 @@ def test_recorded_episode_is_used_and_budget_is_reported(tmp_path):
 
 
 def test_npz_episodes_are_split_at_episode_ends(tmp_path):
-    from paradigms_policy.profile import _episodes_from_npz
-
     steps = {k: np.arange(30 * s[0], dtype=np.float32).reshape(30, s[0]) for k, s in LIFT_OBS.items()}
     np.savez(tmp_path / "two.npz", episode_ends=np.array([12, 30]), **steps)
-    episodes = _episodes_from_npz(tmp_path / "two.npz", list(LIFT_OBS))
+    episodes = episodes_from_npz(tmp_path / "two.npz", list(LIFT_OBS))
     assert [len(e["object"]) for e in episodes] == [12, 18]
     np.testing.assert_array_equal(episodes[1]["object"][0], steps["object"][12])
     np.savez(tmp_path / "bad.npz", episode_ends=np.array([12, 29]), **steps)
     with pytest.raises(ValueError, match="episode_ends"):
-        _episodes_from_npz(tmp_path / "bad.npz", list(LIFT_OBS))
+        episodes_from_npz(tmp_path / "bad.npz", list(LIFT_OBS))
 
 
 def test_replay_buffer_episodes_are_replayed_one_after_another(tmp_path):

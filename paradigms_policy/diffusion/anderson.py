@@ -246,7 +246,7 @@ def solve_anderson(
                     use[:max(1, lead)] = False  # first state / states slid past: plain update
                     new = torch.where(use.unsqueeze(-1), x_acc, new)
                     accelerated[begin + 1:begin + w + 1] = use
-            state.traj[begin + 1:begin + w + 1] = state.project(new.reshape(shape).to(x_cur.dtype))
+            state.traj[begin + 1:begin + w + 1] = state.project(new.reshape(shape).to(x_cur.dtype), begin + 1)
             guard.end_round(w, t0)
             log.record(begin, errors)
             slide = max(1, lead)

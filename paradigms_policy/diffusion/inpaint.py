@@ -1,11 +1,17 @@
-"""Known values inside a sample (inpainting), as DiffusionPolicy's ``conditional_sample`` does it.
+"""Known values inside a sample (inpainting).
 
 While a chunk is solved the robot keeps executing the previous one, so the first actions of
-the new chunk are already decided. They enter the solve as known values: every state of the
-trajectory holds them at their positions, before each model call and after each step, so the
-sequential sampler computes y_{j+1} = M(F_j(M(y_j))) with M the masking. The parallel solvers
-apply the same M to every step output and every stored state, which makes M(F_j) their step
-map: their fixed point is the inpainted sequential sample, and they equal it at tolerance 0.
+the new chunk are already decided. They enter the solve as known values: every state i of the
+trajectory holds a value v_i at the known positions, before each model call and after each
+step, so the sequential sampler computes y_{i+1} = M_{i+1}(F_i(M_i(y_i))) with M_i the masking.
+The parallel solvers apply the same M_i to every step output and stored state, which makes
+their fixed point the inpainted sequential sample: they equal it at tolerance 0.
+
+Two choices of v_i (``noise``):
+- None: the clean known value at every level, as DiffusionPolicy's ``conditional_sample``;
+- a tensor z (the solve's initial noise): the value the forward process gives at state i's
+  noise level, v_i = sqrt(abar_i) known + sqrt(1 - abar_i) z (v_S is the clean value), so the
+  network sees known and free entries at the same noise level, as it was trained.
 """
 
 from __future__ import annotations
@@ -18,17 +24,19 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class Inpainting:
-    """Known entries of a sample: ``mask`` (Bool) and ``values``, both [B, *event]."""
+    """Known entries of a sample: ``mask`` (Bool) and clean ``values``, both [B, *event]; ``noise`` see module."""
 
     mask: Tensor
     values: Tensor
+    noise: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.mask.dtype != torch.bool:
             raise ValueError(f"inpainting mask must be bool, got {self.mask.dtype}")
-        if tuple(self.mask.shape) != tuple(self.values.shape):
-            raise ValueError(f"inpainting mask {tuple(self.mask.shape)} and values {tuple(self.values.shape)} "
-                             "must have the same shape")
+        for name, other in (("values", self.values), ("noise", self.noise)):
+            if other is not None and tuple(other.shape) != tuple(self.mask.shape):
+                raise ValueError(f"inpainting mask {tuple(self.mask.shape)} and {name} {tuple(other.shape)} "
+                                 "must have the same shape")
         if not bool(torch.isfinite(self.values[self.mask]).all()):
             raise ValueError("inpainting values contain NaN or inf at known positions")
 
@@ -37,26 +45,54 @@ class Inpainting:
         if tuple(self.mask.shape) != tuple(x.shape):
             raise ValueError(f"inpainting is for shape {tuple(self.mask.shape)}, the sample is {tuple(x.shape)}")
 
-    def apply(self, x: Tensor) -> Tensor:
-        """x [..., B, *event] with the known entries set (any number of leading axes)."""
-        values = self.values.to(device=x.device, dtype=x.dtype)
-        return torch.where(self.mask.to(x.device), values, x)
+    def bind(self, rule, like: Tensor) -> "StateInpainting":
+        """The per-state values for the S+1 states of ``rule``, in ``like``'s dtype and device."""
+        self.check_fits(like)
+        mask = self.mask.to(like.device)
+        clean = self.values.to(device=like.device, dtype=like.dtype)
+        if self.noise is None:
+            return StateInpainting(mask, clean.unsqueeze(0), rule.num_steps)
+        abar = torch.cat([rule.tables["alpha_bar"], torch.ones(1, dtype=torch.float64)])
+        abar = abar.to(device=like.device, dtype=like.dtype).reshape(-1, *([1] * like.dim()))
+        noise = self.noise.to(device=like.device, dtype=like.dtype)
+        return StateInpainting(mask, abar.sqrt() * clean + (1 - abar).clamp_min(0).sqrt() * noise, rule.num_steps)
 
     @property
     def count(self) -> int:
         return int(self.mask.sum())
 
 
-def apply_inpainting(inpaint: Inpainting | None, x: Tensor) -> Tensor:
-    """``inpaint.apply(x)``, or x itself when nothing is known."""
-    return x if inpaint is None else inpaint.apply(x)
+class StateInpainting:
+    """Inpainting bound to a rule: ``apply(states, first)`` sets the known entries of states first.."""
+
+    def __init__(self, mask: Tensor, values: Tensor, num_steps: int):
+        self.mask = mask
+        self.values = values  # [S+1, B, *event], or [1, B, *event] for the same value at every state
+        self.num_steps = int(num_steps)
+
+    def apply(self, states: Tensor, first: int) -> Tensor:
+        """states [n, B, *event] = states first..first+n-1 of the trajectory."""
+        n = states.shape[0]
+        if first < 0 or first + n > self.num_steps + 1:
+            raise ValueError(f"states {first}..{first + n - 1} are outside 0..{self.num_steps}")
+        values = self.values if self.values.shape[0] == 1 else self.values[first:first + n]
+        return torch.where(self.mask, values, states)
+
+    def final(self, sample: Tensor) -> Tensor:
+        """A sample [B, *event] (state S) with the known entries set."""
+        return self.apply(sample.unsqueeze(0), self.num_steps)[0]
 
 
-def known_prefix(values: Tensor, first: int, batch_event: tuple[int, ...]) -> Inpainting:
+def bind_inpainting(inpaint: Inpainting | None, rule, like: Tensor) -> StateInpainting | None:
+    return None if inpaint is None else inpaint.bind(rule, like)
+
+
+def known_prefix(values: Tensor, first: int, batch_event: tuple[int, ...], noise: Tensor | None = None
+                 ) -> Inpainting:
     """Inpainting for a contiguous run of known rows along the horizon axis (event dim 0).
 
     values: [n, *rest] (one sample) or [B, n, *rest]; rows ``first .. first+n-1`` of a sample of
-    shape ``batch_event`` = (B, H, *rest) become known.
+    shape ``batch_event`` = (B, H, *rest) become known. ``noise``: [B, H, *rest] (module docstring).
     """
     b, h = batch_event[0], batch_event[1]
     if values.dim() == len(batch_event) - 1:
@@ -70,4 +106,4 @@ def known_prefix(values: Tensor, first: int, batch_event: tuple[int, ...]) -> In
     mask = torch.zeros(batch_event, dtype=torch.bool, device=values.device)
     full[:, first:first + n] = values
     mask[:, first:first + n] = True
-    return Inpainting(mask=mask, values=full)
+    return Inpainting(mask=mask, values=full, noise=noise)

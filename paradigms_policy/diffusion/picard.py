@@ -28,7 +28,7 @@ import torch
 
 from .budget import Clock, DeadlineGuard, RoundTimeEstimator, validate_deadline
 from .criteria import ConvergenceCriterion, StepErrors, leading_converged
-from .inpaint import Inpainting, apply_inpainting
+from .inpaint import Inpainting, bind_inpainting
 from .types import Denoiser, SampleResult, SolveStats
 
 DEFAULT_WINDOW = 16
@@ -75,9 +75,7 @@ class TrajectoryState:
         s = int(rule.num_steps)
         self.rule = rule
         self.noise = noise
-        if inpaint is not None:
-            inpaint.check_fits(x_init)
-        self.inpaint = inpaint
+        self.inpaint = bind_inpainting(inpaint, rule, x_init)
         if init_trajectory is None:
             # cold start: every state starts as x_init; slots entering the window
             # are refreshed from the last known state (ParaDiGMS).
@@ -87,7 +85,7 @@ class TrajectoryState:
             self.traj = init_trajectory.to(dtype=x_init.dtype, device=x_init.device).clone()
             self.fill_new_slots = False  # keep the given guesses
         self.traj[0] = x_init
-        self.traj = self.project(self.traj)
+        self.traj = self.project(self.traj, 0)
         self.needs_prev_x0 = int(getattr(rule, "order", 1)) >= 2
         self.x0 = torch.zeros_like(noise)  # last x0 prediction of every step
         self.timesteps = rule.timesteps.to(device=x_init.device, dtype=torch.long)
@@ -97,9 +95,9 @@ class TrajectoryState:
     def num_steps(self) -> int:
         return self.traj.shape[0] - 1
 
-    def project(self, states: torch.Tensor) -> torch.Tensor:
-        """States [..., B, *event] with the known entries set (identity without inpainting)."""
-        return apply_inpainting(self.inpaint, states)
+    def project(self, states: torch.Tensor, first: int) -> torch.Tensor:
+        """States first..first+n-1 ([n, B, *event]) with the known entries set (identity without inpainting)."""
+        return states if self.inpaint is None else self.inpaint.apply(states, first)
 
     def evaluate(self, denoise: Denoiser, begin: int, w: int) -> torch.Tensor:
         """F_j(x_j) for j in [begin, begin+w) in one batched denoiser call -> [w,B,*event]."""
@@ -116,7 +114,7 @@ class TrajectoryState:
             prev = torch.cat([first, x0[:-1]], dim=0)
         x_next, x0 = self.rule.full_step_with_x0(x, out, idx, self.noise[begin:begin + w], prev)
         self.x0[begin:begin + w] = x0
-        return self.project(x_next)
+        return self.project(x_next, begin + 1)
 
 
 def state_coefficients(rule, dtype: torch.dtype, device) -> torch.Tensor:
@@ -253,7 +251,7 @@ def finish_unconverged(state: TrajectoryState, furthest: int) -> None:
         return
     if state.fill_new_slots:
         state.traj[furthest + 1:] = state.traj[furthest]
-    state.traj[s] = state.project(state.x0[furthest - 1])
+    state.traj[s] = state.project(state.x0[furthest - 1:furthest], s)[0]
 
 
 def solve_picard(
@@ -314,7 +312,7 @@ def solve_picard(
             # cumulative one-step residual (= the change in the cumulative form); in the
             # exact-linear form the change is discounted by a_j and underestimates the error
             errors = criterion.evaluate(cumulative_residual(stepped, state.traj[begin + 1:begin + w + 1]), begin)
-            state.traj[begin + 1:begin + w + 1] = state.project(new)
+            state.traj[begin + 1:begin + w + 1] = state.project(new, begin + 1)
             guard.end_round(w, t0)
             log.record(begin, errors)
             slide = max(1, leading_converged(errors.converged))

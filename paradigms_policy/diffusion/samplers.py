@@ -61,7 +61,7 @@ from torch import Tensor
 
 from .anderson import DEFAULT_HISTORY, DEFAULT_LAMBDA, solve_anderson
 from .budget import (DEFAULT_DEADLINE_POLICY, Clock, DeadlinePolicy, RoundTimeEstimator)
-from .inpaint import Inpainting, apply_inpainting
+from .inpaint import Inpainting
 from .picard import solve_picard, validate_solver_inputs
 from .sequential import sample_sequential
 from .step_rules import make_step_rule
@@ -145,7 +145,8 @@ class Sampler:
         policy = DeadlinePolicy(self.deadline_policy)
         applied = DeadlinePolicy.PUBLISH
         if policy is DeadlinePolicy.KEEP_PREVIOUS and init is not None:
-            result.sample = apply_inpainting(inpaint, init[-1].to(result.sample)).clone()
+            previous = init[-1].to(result.sample)
+            result.sample = previous.clone() if inpaint is None else inpaint.bind(self.rule, previous).final(previous)
             applied = policy
         elif policy is DeadlinePolicy.DDIM_FALLBACK:
             per_step = self.round_times.estimate(1)

@@ -11,7 +11,7 @@ import time
 import torch
 from torch import Tensor
 
-from .inpaint import Inpainting, apply_inpainting
+from .inpaint import Inpainting, bind_inpainting
 from .step_rules import StepRule
 from .types import Denoiser, SampleResult, SolveStats
 
@@ -66,13 +66,12 @@ def sample_sequential(denoise: Denoiser, rule: StepRule, x_init: Tensor, noise: 
     ``conditional_sample`` does with its condition mask.
     """
     validate_inputs(rule, x_init, noise)
-    if inpaint is not None:
-        inpaint.check_fits(x_init)
+    known = bind_inpainting(inpaint, rule, x_init)
     start = time.perf_counter()
     S = rule.num_steps
     trajectory = torch.empty((S + 1,) + tuple(x_init.shape), dtype=x_init.dtype, device=x_init.device)
     x0_preds = torch.empty((S,) + tuple(x_init.shape), dtype=x_init.dtype, device=x_init.device)
-    trajectory[0] = apply_inpainting(inpaint, x_init)
+    trajectory[0] = x_init if known is None else known.apply(x_init.unsqueeze(0), 0)[0]
     timesteps = rule.timesteps.to(x_init.device)
     prev_x0: Tensor | None = None
     for i in range(S):
@@ -82,7 +81,7 @@ def sample_sequential(denoise: Denoiser, rule: StepRule, x_init: Tensor, noise: 
         if tuple(out.shape) != tuple(x.shape):
             raise ValueError(f"denoiser returned shape {tuple(out.shape)}, expected {tuple(x.shape)}")
         x_next, x0 = rule.full_step_with_x0(x, out.to(x.dtype), idx, noise[i : i + 1], prev_x0)
-        trajectory[i + 1] = apply_inpainting(inpaint, x_next[0])
+        trajectory[i + 1] = x_next[0] if known is None else known.apply(x_next, i + 1)[0]
         x0_preds[i] = x0[0]
         prev_x0 = x0
     stats = SolveStats(

@@ -1,8 +1,11 @@
 """Per-key affine normalization of observations and actions (DiffusionPolicy semantics).
 
 Each key's data is flattened to its last dimension and gets ``y = x * scale + offset``.
+As in DiffusionPolicy, parameters of size D also apply to data whose trailing axes hold D values
+together (``x.reshape(-1, D)``): a size-1 image normalizer, or per-pixel [C*H*W] parameters.
 The state dict layout (``params_dict.<key>.{scale,offset,input_stats.{min,max,mean,std}}``)
 matches DiffusionPolicy's LinearNormalizer so its checkpoints load, also into an empty one.
+Dotted keys (LeRobot's ``observation.state``) are stored escaped (``model.names.module_key``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from typing import Mapping
 import numpy as np
 import torch
 from torch import nn
+
+from .names import module_key, original_key
 
 __all__ = ["LinearNormalizer", "SingleFieldNormalizer"]
 
@@ -85,10 +90,15 @@ def _apply(x, params: nn.ParameterDict, forward: bool, key: str) -> torch.Tensor
     scale, offset = params["scale"], params["offset"]
     x = _as_tensor(x).to(device=scale.device, dtype=scale.dtype)
     dim = scale.shape[0]
-    if x.ndim == 0 or x.shape[-1] != dim:
-        raise ValueError(f"{key!r}: last dimension must be {dim}, got shape {tuple(x.shape)}")
-    # [..., D] broadcasts against [D]
-    return x * scale + offset if forward else (x - offset) / scale
+    if x.ndim >= 1 and x.shape[-1] == dim:
+        # [..., D] broadcasts against [D]
+        return x * scale + offset if forward else (x - offset) / scale
+    trailing = [int(np.prod(x.shape[-k:])) for k in range(1, x.ndim + 1)]
+    if x.ndim == 0 or not (dim == 1 or dim in trailing):
+        raise ValueError(f"{key!r}: last dimension (or trailing axes together) must be {dim}, got shape {tuple(x.shape)}")
+    flat = x.reshape(-1, dim)  # DiffusionPolicy's layout: [N, D]
+    out = flat * scale + offset if forward else (flat - offset) / scale
+    return out.reshape(x.shape)
 
 
 class SingleFieldNormalizer:
@@ -138,22 +148,31 @@ class LinearNormalizer(nn.Module):
         if not isinstance(data, Mapping):
             raise TypeError(f"fit expects a dict of arrays, got {type(data).__name__}")
         for key, value in data.items():
-            self.params_dict[key] = fit_params(value, mode, output_min, output_max, range_eps, key=key)
+            self.params_dict[module_key(key)] = fit_params(value, mode, output_min, output_max, range_eps, key=key)
         return self
 
     def keys(self) -> list[str]:
-        return list(self.params_dict.keys())
+        return [original_key(name) for name in self.params_dict.keys()]
 
     def __contains__(self, key: str) -> bool:
-        return key in self.params_dict
+        return module_key(key) in self.params_dict
 
     def __getitem__(self, key: str) -> SingleFieldNormalizer:
-        if key not in self.params_dict:
+        if module_key(key) not in self.params_dict:
             raise KeyError(f"normalizer has no key {key!r}; known keys: {self.keys()}")
-        return SingleFieldNormalizer(self.params_dict[key], key)
+        return SingleFieldNormalizer(self.params_dict[module_key(key)], key)
 
     def __setitem__(self, key: str, value: SingleFieldNormalizer) -> None:
-        self.params_dict[key] = value.params
+        self.params_dict[module_key(key)] = value.params
+
+    def set_affine(self, key: str, scale, offset, stats: Mapping[str, object]) -> None:
+        """Set one key from explicit parameters (y = x * scale + offset) and input stats {min,max,mean,std}."""
+        scale, offset = _as_tensor(scale).to(torch.float32), _as_tensor(offset).to(torch.float32)
+        missing = [s for s in _STAT_NAMES if s not in stats]
+        if missing:
+            raise ValueError(f"normalizer key {key!r}: input stats lack {missing}")
+        self.params_dict[module_key(key)] = _make_params(
+            scale, offset, {s: _as_tensor(stats[s]).to(torch.float32) for s in _STAT_NAMES})
 
     def normalize(self, key_or_dict, x=None):
         """normalize("action", x) -> Tensor, or normalize({key: x, ...}) -> dict of Tensors."""

@@ -8,11 +8,14 @@ be mapped, though the norm layers are GroupNorm.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["group_norm", "BasicBlock", "ResNet18Trunk", "SpatialSoftmax", "ResNet18Keypoints"]
+__all__ = ["group_norm", "batch_norm", "NORM_LAYERS", "BasicBlock", "ResNet18Trunk", "SpatialSoftmax",
+           "ResNet18Keypoints"]
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -20,19 +23,28 @@ def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(max(1, channels // 16), channels)
 
 
+def batch_norm(channels: int) -> nn.BatchNorm2d:
+    """BatchNorm (torchvision's default), used in eval mode with its running statistics."""
+    return nn.BatchNorm2d(channels)
+
+
+NORM_LAYERS: dict[str, Callable[[int], nn.Module]] = {"group": group_norm, "batch": batch_norm}
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with a residual connection (ResNet-18/34 block)."""
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+    def __init__(self, in_planes: int, planes: int, stride: int = 1,
+                 norm: Callable[[int], nn.Module] = group_norm):
         super().__init__()
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = group_norm(planes)
+        self.bn1 = norm(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.bn2 = group_norm(planes)
+        self.bn2 = norm(planes)
         self.downsample: nn.Module | None = None
         if stride != 1 or in_planes != planes:
             self.downsample = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), group_norm(planes)
+                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), norm(planes)
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -83,8 +83,12 @@ LIFT_ACTIONS = ("eef_dx", "eef_dy", "eef_dz", "eef_dax", "eef_day", "eef_daz", "
 S = ParamSpec
 PARAM_SPECS: tuple[ParamSpec, ...] = (
     # -- model -----------------------------------------------------------------------------------
-    S("checkpoint", STRING, "", "Path of the policy checkpoint (.pt); empty means the shipped "
+    S("checkpoint", STRING, "", "Path of the policy checkpoint: ours (.pt), a DiffusionPolicy workspace .ckpt or a "
+      "LeRobot diffusion pretrained_model/ directory (recognized by content); empty means the shipped "
       "checkpoints/lift_lowdim.pt.", configure_only=True),
+    S("trust_checkpoint", BOOL, False, "Fully unpickle a checkpoint that needs more than the safe allow-list "
+      "(OmegaConf, containers, tensors). Unpickling runs code from the file: only for files you trust.",
+      configure_only=True),
     S("device", STRING, "cpu", "Torch device for inference, e.g. cpu or cuda:0.", configure_only=True),
     S("num_threads", INTEGER, 1, "Torch CPU threads of this process; 0 keeps torch's default. One thread avoids "
       "OpenMP spin-waiting when the cores are shared (robot drivers, simulator).", int_range=(0, 256),
@@ -173,6 +177,7 @@ class PolicyNodeParams:
     """A full, typed parameter set (field names = PARAM_SPECS names; defaults live in the table only)."""
 
     checkpoint: str
+    trust_checkpoint: bool
     device: str
     num_threads: int
     sampler: str

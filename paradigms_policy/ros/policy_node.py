@@ -19,6 +19,7 @@ Run: ``python -m paradigms_policy.ros.policy_node --ros-args --params-file confi
 from __future__ import annotations
 
 import gc
+import math
 import signal
 import sys
 import threading
@@ -163,11 +164,9 @@ class PolicyNode(LifecycleNode):
         """Runtime parameters that must fit the loaded checkpoint (and, with ``budget``, the measured round times)."""
         policy = self._policy
         reasons = []
-        n_action_steps = params.n_action_steps or policy.n_action_steps
-        longest = policy.horizon - policy.n_obs_steps + 1
-        if n_action_steps > longest:
-            reasons.append(f"n_action_steps={n_action_steps} exceeds what the checkpoint predicts after the observation "
-                           f"steps (horizon {policy.horizon} - n_obs_steps {policy.n_obs_steps} + 1 = {longest})")
+        reason = _n_action_steps_problem(params.n_action_steps or policy.n_action_steps, policy)
+        if reason:
+            reasons.append(reason)
         reasons += _quaternion_problems(params, policy)
         if not budget:
             return reasons
@@ -212,7 +211,8 @@ class PolicyNode(LifecycleNode):
             self.get_logger().info(f"{settings.name} does not use {settings.ignored()}: ignored")
         checkpoint = params.checkpoint or None
         self.get_logger().info(f"loading checkpoint {checkpoint or '(shipped default)'} on {params.device}")
-        policy = load_policy(checkpoint, device=params.device, sampler=settings.name, **settings.overrides())
+        policy = load_policy(checkpoint, device=params.device, sampler=settings.name,
+                             trust_checkpoint=params.trust_checkpoint, **settings.overrides())
         self._policy = policy
         self._sampler_settings = settings
         specs = build_specs(params.obs_topics, params.obs_keys, params.obs_types, policy.shape_meta, params.joint_names)
@@ -221,11 +221,9 @@ class PolicyNode(LifecycleNode):
                              f"{policy.action_dim} dims")
         problems = _quaternion_problems(params, policy)
         self._n_action_steps = params.n_action_steps or policy.n_action_steps
-        longest = policy.horizon - policy.n_obs_steps + 1
-        if self._n_action_steps > longest:
-            problems.append(f"n_action_steps={self._n_action_steps} exceeds what the checkpoint predicts after the "
-                            f"observation steps (horizon {policy.horizon} - n_obs_steps {policy.n_obs_steps} + 1 = "
-                            f"{longest})")
+        reason = _n_action_steps_problem(self._n_action_steps, policy)
+        if reason:
+            problems.append(reason)
         if problems:
             raise ValueError("; ".join(problems))
         if params.budget_s >= self._n_action_steps * params.period_s:
@@ -238,8 +236,7 @@ class PolicyNode(LifecycleNode):
         self._buffer = ObservationBuffer([s.topic for s in specs], policy.n_obs_steps, params.max_obs_age_ms * 1e-3,
                                          convert=self._convert_input)
         self._execution = ExecutionModel(self._execution_settings(params),
-                                         ChunkGeometry(policy.horizon, policy.n_obs_steps, self._n_action_steps),
-                                         dt=params.period_s)
+                                         ChunkGeometry.of(policy, self._n_action_steps), dt=params.period_s)
         self._latency = LatencyTracker(initial=params.budget_s)
         self._warm_up(policy)
         reason = _budget_problem(params, policy.sampler, policy.sampler)
@@ -440,6 +437,8 @@ class PolicyNode(LifecycleNode):
     def _on_inputs_ok(self, now_s: float) -> None:
         with self._execution_lock:
             episode = self._fault.end("input")
+            if episode is not None and episode.holds and self._execution is not None:
+                self._execution.replan_now()  # the robot holds: solve at once, not at the next scheduled time
         if episode is None:
             return
         self.stats.clear_input_problems()
@@ -461,10 +460,13 @@ class PolicyNode(LifecycleNode):
             last = execution.last_commanded(now_s)
             if last is None:
                 return  # nothing was ever commanded: the robot is not running a plan
-            actions = hold_actions(last, params.hold_dims, self._n_action_steps)
+            # long enough to cover a solve started when the inputs are back (at least one chunk's worth)
+            steps = max(self._n_action_steps, math.ceil(params.budget_s / params.period_s) + 2)
+            actions = hold_actions(last, params.hold_dims, steps)
             placement = execution.hold(now_s + 0.5 * params.period_s, actions)  # from the robot's next tick
-            stamp = nanoseconds_to_time(int(round(placement.start_time * 1e9)))
-            trajectory = chunk_to_joint_trajectory(actions, params.action_names, stamp=stamp, dt=params.period_s)
+            stamp = nanoseconds_to_time(int(round(now_s * 1e9)))  # decided now; runs from the next tick
+            trajectory = chunk_to_joint_trajectory(actions, params.action_names, stamp=stamp, dt=params.period_s,
+                                                   start_offset=placement.start_time - now_s)
             if self._publish(self._pub_trajectory, trajectory):
                 self._fault.held()
                 self.stats.record_hold()
@@ -488,7 +490,7 @@ class PolicyNode(LifecycleNode):
             self._n_action_steps = params.n_action_steps or policy.n_action_steps
             with self._execution_lock:
                 self._execution.settings = self._execution_settings(params)
-                self._execution.geometry = ChunkGeometry(policy.horizon, policy.n_obs_steps, self._n_action_steps)
+                self._execution.geometry = ChunkGeometry.of(policy, self._n_action_steps)
 
     # -- the worker thread --------------------------------------------------------------------
     def _on_worker_error(self, exc: BaseException) -> None:
@@ -573,9 +575,11 @@ class PolicyNode(LifecycleNode):
             if len(placement.actions) == 0:
                 raise SolveFault("late", f"the chunk arrived {1e3 * (arrival_s - request.obs_time):.0f} ms after its "
                                          f"observation, after the time of all its actions; nothing published")
-            stamp = nanoseconds_to_time(int(round(placement.start_time * 1e9)))
+            # stamped with the observation's time; the first point runs at the first action not yet due
+            stamp = nanoseconds_to_time(int(round(request.obs_time * 1e9)))
             trajectory = chunk_to_joint_trajectory(placement.actions, params.action_names, stamp=stamp,
-                                                   dt=params.period_s)
+                                                   dt=params.period_s,
+                                                   start_offset=max(0.0, placement.start_time - request.obs_time))
             multiarray = array_to_multiarray(placement.actions.astype(np.float32),
                                              labels=("action_step", "action_dim"))
             if not self._publish(self._pub_trajectory, trajectory):
@@ -652,6 +656,15 @@ def _make_limits(params: PolicyNodeParams, policy) -> tuple[ObservationLimits, A
                                           unit_norm_keys=params.quaternion_keys,
                                           unit_norm_tolerance=params.unit_norm_tolerance)
     return limits, ActionLimits.from_stats(stats["action"], params.action_limit_margin, params.action_names)
+
+
+def _n_action_steps_problem(requested: int, policy) -> str | None:
+    start = getattr(policy, "action_start", policy.n_obs_steps - 1)  # index of the first executed action
+    longest = policy.horizon - start
+    if requested > longest:
+        return (f"n_action_steps={requested} exceeds what the checkpoint predicts after the observation steps "
+                f"(horizon {policy.horizon} - first executed step {start} = {longest})")
+    return None
 
 
 def _quaternion_problems(params: PolicyNodeParams, policy) -> list[str]:

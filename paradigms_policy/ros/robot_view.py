@@ -55,7 +55,7 @@ class SentLog:
 @dataclass(frozen=True)
 class ReceivedPlan:
     received_s: float
-    start_s: float  # time of the first point
+    start_s: float  # time of the first point (header stamp + its time_from_start)
     points: int
     dt: float
 

@@ -6,6 +6,10 @@ kernel from Python costs more than the small robot network itself. So each windo
 a fixed set of input/output buffers; on CUDA the forward pass on those buffers is captured
 once with ``torch.cuda.CUDAGraph`` and replayed (one host launch per call). On CPU the very
 same buffer code runs the network eagerly, so the tests on CPU exercise the logic the GPU uses.
+
+Allocation and capture must not land inside a deadline-bound solve, so the denoiser counts
+them (``slots_created``, ``graphs_captured``): a caller warms every window size it will use
+and can then check that the counts stay put while it serves calls.
 """
 
 from __future__ import annotations
@@ -48,7 +52,11 @@ class BatchedDenoiser:
 
     Counters: ``calls`` (batched calls), ``evaluations`` (sum of W over calls: network
     evaluations per batch element, the solvers' NFE), ``samples_evaluated`` (sum of W*B).
-    Warm-up calls are not counted.
+    Warm-up calls are not counted. ``reset_counters`` zeroes these three.
+
+    Lifetime counters, never reset: ``slots_created`` (sets of static buffers allocated, one
+    per window size and batch size) and ``graphs_captured`` (CUDA graphs captured). If either
+    moves after warm-up, a call paid for allocation or capture.
     """
 
     def __init__(
@@ -83,6 +91,9 @@ class BatchedDenoiser:
         self._batch: int | None = None
         self._cond: torch.Tensor | None = None  # [B, G] bound conditioning
         self._slots: dict[int, _WindowSlot] = {}
+        self._graph_pool = None  # one memory pool shared by all graphs (replayed one at a time)
+        self.slots_created = 0
+        self.graphs_captured = 0
         self.calls = 0
         self.evaluations = 0
         self.samples_evaluated = 0
@@ -117,7 +128,8 @@ class BatchedDenoiser:
             self._fill_cond(slot)
 
     def _reset_batch(self, batch: int) -> None:
-        self._slots.clear()  # graphs and their private memory pools go with them
+        self._slots.clear()  # graphs and their memory pool go with them
+        self._graph_pool = None
         self._batch = batch
         self._cond = torch.zeros(batch, self.cond_dim, device=self.device, dtype=self.dtype)
 
@@ -145,8 +157,10 @@ class BatchedDenoiser:
             output=torch.zeros(n, *self.event_shape, **opts),
         )
         self._fill_cond(slot)
+        self.slots_created += 1
         if self.executor == "cuda_graph":
             slot.graph = self._capture(slot)
+            self.graphs_captured += 1
         return slot
 
     def _run_eager(self, slot: _WindowSlot) -> None:
@@ -155,37 +169,49 @@ class BatchedDenoiser:
             slot.output.copy_(out)
 
     def _capture(self, slot: _WindowSlot) -> "torch.cuda.CUDAGraph":
-        """Warm up on a side stream (lazy init, autotune, compile), then capture one forward."""
+        """Warm up on a side stream (lazy init, autotune, compile), then capture one forward.
+
+        All graphs share one memory pool: nothing allocated inside a capture outlives it (the
+        result is copied into the slot's own output buffer), and graphs replay one at a time,
+        so one pool sized for the largest window serves every window.
+        """
         side = torch.cuda.Stream(device=self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             for _ in range(_CUDA_GRAPH_WARMUP_ITERS):
                 self._run_eager(slot)
         torch.cuda.current_stream(self.device).wait_stream(side)
+        if self._graph_pool is None:
+            self._graph_pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(graph):
+        with torch.no_grad(), torch.cuda.graph(graph, pool=self._graph_pool):
             out = self._forward(slot.sample, slot.timestep, global_cond=slot.cond)
             slot.output.copy_(out)
         torch.cuda.synchronize(self.device)
         return graph
 
-    def warmup(self, window_sizes: Iterable[int], batch: int) -> None:
-        """Allocate buffers (capture graphs) for each W and run each once, before any deadline.
+    def warmup(self, window_sizes: Iterable[int], batch: int, *, run: bool = True) -> None:
+        """Allocate buffers (capture graphs) for each W, before any deadline; ``run``: run each once.
 
+        Sizes are prepared largest first, so the shared graph memory pool is sized by the first
+        capture. ``run=False`` only allocates (an eager slot on CPU then has nothing left to warm);
+        a CUDA-graph slot always runs, since capture runs the network.
         Keeps the bound conditioning if ``batch`` matches it; otherwise binds zeros of the new
-        batch size (the next ``bind`` overwrites them). Counters are left untouched.
+        batch size (the next ``bind`` overwrites them). Call counters are left untouched.
         """
         batch = int(batch)
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
+        windows = [int(w) for w in window_sizes]
+        bad = [w for w in windows if w < 1]
+        if bad:
+            raise ValueError(f"window sizes must be >= 1, got {bad}")
         if batch != self._batch:
             self._reset_batch(batch)
-        for window in window_sizes:
-            window = int(window)
-            if window < 1:
-                raise ValueError(f"window sizes must be >= 1, got {window}")
+        for window in sorted(set(windows), reverse=True):
             slot = self._slot(window)
-            self._execute(slot)
+            if run:
+                self._execute(slot)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 

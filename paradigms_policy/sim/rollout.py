@@ -218,6 +218,8 @@ def _evaluate_seeds(
     num_threads: int | None,
     delay_steps: int = 0,
     execution: str = "aligned",
+    trust_checkpoint: bool = False,
+    inpainting: str | None = None,
     policy=None,
 ) -> dict[str, list[dict]]:
     """Worker body: one policy and one env, every sampler over ``seeds`` (plain dicts, picklable)."""
@@ -228,10 +230,12 @@ def _evaluate_seeds(
     if num_threads:
         torch.set_num_threads(int(num_threads))
     if policy is None:
-        policy = load_policy(checkpoint, device=device, sampler=samplers[0])
+        policy = load_policy(checkpoint, device=device, sampler=samplers[0], trust_checkpoint=trust_checkpoint)
     env = make_task_env(task)
     check_policy_fits_task(policy.shape_meta, env)
     out: dict[str, list[dict]] = {}
+    if inpainting is not None:
+        policy.inpainting = inpainting
     for name in samplers:
         policy.set_sampler(name)
         if hasattr(policy, "warmup"):  # buffers allocated before the first timed chunk
@@ -261,14 +265,18 @@ def evaluate(
     delay_steps: int = 0,
     execution: str = "aligned",
     progress: Callable[[str], None] | None = print,
+    trust_checkpoint: bool = False,
+    inpainting: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``samplers`` on the same ``episodes`` seeds; returns the rollout.json dict.
 
     The checkpoint is checked against the task env before any episode runs. ``workers > 1``
-    splits the seeds over spawned processes (each loads its own policy and env).
-    ``delay_steps`` / ``execution``: simulated inference delay and chunk placement (module docstring).
+    splits the seeds over spawned processes (each loads its own policy and env). ``checkpoint`` may
+    be in any format ``load_policy`` reads; ``trust_checkpoint`` lifts its pickle allow-list.
+    ``delay_steps`` / ``execution``: simulated inference delay and chunk placement (module docstring);
+    ``inpainting``: how known actions enter the solve (``Policy.inpainting``; None keeps the default).
     """
-    from paradigms_policy.policy import load_policy
+    from paradigms_policy.policy import DEFAULT_INPAINTING, load_policy
 
     if not samplers:
         raise ValueError("samplers is empty: name at least one sampler (e.g. ddpm_sequential)")
@@ -276,7 +284,7 @@ def evaluate(
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     samplers = list(samplers)
     # fail fast, in this process, on an unloadable checkpoint, an unknown sampler or a task mismatch
-    policy = load_policy(checkpoint, device=device, sampler=samplers[0])
+    policy = load_policy(checkpoint, device=device, sampler=samplers[0], trust_checkpoint=trust_checkpoint)
     env = make_task_env(task)
     try:
         check_policy_fits_task(policy.shape_meta, env)
@@ -287,7 +295,7 @@ def evaluate(
         env.close()
     seeds = episode_seeds(episodes, start_seed)
     args = (checkpoint, task, samplers)
-    tail = (device, max_steps, deadline_ms, num_threads, delay_steps, execution)
+    tail = (device, max_steps, deadline_ms, num_threads, delay_steps, execution, bool(trust_checkpoint), inpainting)
     start = time.perf_counter()
     if workers <= 1:
         raw = _evaluate_seeds(*args, seeds, *tail, policy=policy)
@@ -309,6 +317,7 @@ def evaluate(
         "workers": workers,
         "delay_steps": delay_steps,
         "execution": execution,
+        "inpainting": inpainting or DEFAULT_INPAINTING,
         "wall_time_s": time.perf_counter() - start,
         "samplers": {name: summarize([EpisodeResult(**r) for r in raw[name]]) for name in samplers},
     }

@@ -16,6 +16,7 @@ from torch import nn
 from ..diffusion.schedules import make_schedule
 from ..model.conditional_unet1d import ConditionalUnet1D
 from ..model.obs_encoders import ImageObsEncoder, LowDimObsEncoder
+from ..model.robomimic_encoder import RobomimicObsEncoder
 
 __all__ = ["PolicyNetwork", "build_obs_encoder", "obs_encoder_spec", "NoiseAdder"]
 
@@ -33,10 +34,11 @@ def build_obs_encoder(spec: Mapping[str, Any]) -> nn.Module:
     kind = spec.get("type")
     if kind == "low_dim":
         return LowDimObsEncoder(spec["obs_shapes"])
-    if kind == "image":
+    if kind in ("image", "robomimic"):
         kwargs = {k: v for k, v in spec.items() if k not in ("type", "obs_meta")}
-        return ImageObsEncoder(spec["obs_meta"], **kwargs)
-    raise ValueError(f"unknown obs encoder type {kind!r}; expected 'low_dim' or 'image'")
+        encoder = ImageObsEncoder if kind == "image" else RobomimicObsEncoder  # robomimic: DiffusionPolicy's key names
+        return encoder(spec["obs_meta"], **kwargs)
+    raise ValueError(f"unknown obs encoder type {kind!r}; expected 'low_dim', 'image' or 'robomimic'")
 
 
 class PolicyNetwork(nn.Module):
