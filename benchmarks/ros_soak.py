@@ -165,6 +165,8 @@ class SoakDriver:
                                       lambda m: self.cycles.append(status_values(m)), 100)
         self.lifecycle = LifecycleClient(self.node, self.executor, NODE)
         self._next_publish = time.monotonic()
+        self.load: list[tuple[float, float]] = []  # (time, 1-minute load average): other jobs on the machine
+        self._next_load = 0.0
 
     def now_s(self) -> float:
         return self.node.get_clock().now().nanoseconds * 1e-9
@@ -207,6 +209,9 @@ class SoakDriver:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             now = time.monotonic()
+            if now >= self._next_load:
+                self.load.append((self.now_s(), os.getloadavg()[0]))
+                self._next_load = now + 5.0
             if now >= self._next_publish:
                 self.publish()
                 self._next_publish = max(self._next_publish + 1.0 / RATE_HZ, now)
@@ -319,6 +324,28 @@ def percentile(values, q: float) -> float | None:
     return float(np.percentile(values, q)) if len(values) else None
 
 
+def by_minute(drv: SoakDriver, cycles: list[dict], records: list[FaultRecord], budget_ms: float) -> list[dict]:
+    """On-time chunks, holes after one-off faults and the machine's load average, per minute of the run.
+
+    The load average includes this benchmark (about 1 on this 2-core machine); other jobs show above it.
+    """
+    if not cycles:
+        return []
+    start = min(float(c["arrival_s"]) for c in cycles)
+    rows: dict[int, dict] = {}
+    for c in cycles:
+        row = rows.setdefault(int((float(c["arrival_s"]) - start) // 60), {"chunks": 0, "on_time": 0})
+        row["chunks"] += 1
+        row["on_time"] += float(c["latency_ms"]) <= budget_ms
+    out = []
+    for minute, row in sorted(rows.items()):
+        loads = [load for t, load in drv.load if minute * 60 <= t - start < (minute + 1) * 60]
+        holes = sum(r.holes or 0 for r in records if minute * 60 <= r.start_s - start < (minute + 1) * 60)
+        out.append({"minute": minute, "load1": float(np.mean(loads)) if loads else None, "chunks": row["chunks"],
+                    "on_time_fraction": row["on_time"] / row["chunks"], "holes_after_one_off_faults": holes})
+    return out
+
+
 def summarize(records: list[FaultRecord], drv: SoakDriver, budget_ms: float, duration_s: float,
               exit_code: int | None) -> dict:
     cycles = [c for c in drv.cycles if c.get("first") != "1"]
@@ -353,11 +380,17 @@ def summarize(records: list[FaultRecord], drv: SoakDriver, budget_ms: float, dur
         "error_lines_per_fault_mean": float(np.mean([r.error_lines for r in records])) if records else None,
         "holes_after_one_off_faults": sum(r.holes or 0 for r in records),
         "holds_published": drv.holds, "exit_code_on_sigint": exit_code,
-        "late_chunks": [{k: c.get(k) for k in ("latency_ms", "sampling_ms", "queue_ms", "before_solve_ms",
-                                               "after_solve_ms", "rounds", "warm_started", "deadline_hit")}
+        "by_minute": by_minute(drv, cycles, records, budget_ms),
+        "late_chunks": [{k: c.get(k) for k in ("arrival_s", "latency_ms", "sampling_ms", "queue_ms",
+                                               "before_solve_ms", "after_solve_ms", "rounds", "warm_started",
+                                               "deadline_hit")}
                         for c in cycles if float(c["latency_ms"]) > budget_ms],
         "per_kind": per_kind,
     }
+
+
+def fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def print_table(summary: dict) -> None:
@@ -365,22 +398,28 @@ def print_table(summary: dict) -> None:
     print(f"\n== paradigms_policy_node soak: {s['duration_s']:.0f} s at {RATE_HZ:g} Hz, {s['faults']} faults ==")
     rows = [
         ("chunks on time (budget " + format(s["budget_ms"], "g") + " ms)",
-         f"{s['on_time_fraction']:.2%} of {s['chunks']}", ">= 99%",
+         f"{fmt(s['on_time_fraction'], '.2%')} of {s['chunks']}", ">= 99%",
          "met" if (s["on_time_fraction"] or 0) >= 0.99 else "NOT met"),
         ("chunks published from bad data", str(s["chunks_from_bad_data"]), "0",
          "met" if s["chunks_from_bad_data"] == 0 else "NOT met"),
         ("faults survived", f"{s['faults_survived']} / {s['faults']}", "all",
          "met" if s["faults_survived"] == s["faults"] else "NOT met"),
-        ("recovery time p50 / p99 (s)", f"{s['recovery_s_p50']:.2f} / {s['recovery_s_p99']:.2f}", "< 1 s",
-         "met" if (s["recovery_s_p99"] or 9) < 1.0 else "NOT met"),
-        ("log lines per fault mean / max", f"{s['log_lines_per_fault_mean']:.1f} / {s['log_lines_per_fault_max']}",
-         "", ""),
+        ("recovery time p50 / p99 (s)", f"{fmt(s['recovery_s_p50'], '.2f')} / {fmt(s['recovery_s_p99'], '.2f')}",
+         "< 1 s", "" if s["recovery_s_p99"] is None else "met" if s["recovery_s_p99"] < 1.0 else "NOT met"),
+        ("log lines per fault mean / max",
+         f"{fmt(s['log_lines_per_fault_mean'], '.1f')} / {fmt(s['log_lines_per_fault_max'], 'd')}", "", ""),
         ("holes after one-off faults (periods)", str(s["holes_after_one_off_faults"]), "0",
          "met" if s["holes_after_one_off_faults"] == 0 else "NOT met"),
         ("exit code on SIGINT", str(s["exit_code_on_sigint"]), "0", ""),
     ]
     for name, value, goal, verdict in rows:
         print(f"{name:40s} {value:>18s}   goal {goal:6s} {verdict}")
+    if s.get("by_minute"):
+        print(f"\n{'minute':>6s} {'load avg':>8s} {'chunks':>6s} {'on time':>8s} {'holes':>5s}"
+              "   (load average includes this run, about 1)")
+        for row in s["by_minute"]:
+            print(f"{row['minute']:>6d} {fmt(row['load1'], '.2f'):>8s} {row['chunks']:>6d} "
+                  f"{row['on_time_fraction']:>8.1%} {row['holes_after_one_off_faults']:>5d}")
     print(f"\n{'fault kind':28s} {'item':>4s} {'n':>3s} {'survived':>8s} {'recov p50/max s':>16s} "
           f"{'log lines mean/max':>18s} {'holes':>5s}")
     for name, k in s["per_kind"].items():
@@ -397,12 +436,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault schedule")
     parser.add_argument("--gap", type=float, nargs=2, default=(3.0, 5.0), help="good data between faults (s)")
     parser.add_argument("--checkpoint", default=str(paths.default_checkpoint()))
-    parser.add_argument("--params-file", default=str(REPO / "config" / "policy.yaml"))
+    parser.add_argument("--params-file", default=None, help="default: <node-root>/config/policy.yaml")
+    parser.add_argument("--no-faults", action="store_true", help="good data only (an on-time baseline)")
+    parser.add_argument("--node-root", default=str(REPO),
+                        help="checkout whose policy node runs (e.g. another worktree, for an A/B baseline)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "ros_soak.json"))
     args = parser.parse_args(argv)
     import rclpy
     import yaml
 
+    node_root = Path(args.node_root).resolve()
+    args.params_file = args.params_file or str(node_root / "config" / "policy.yaml")
     episodes = Path(args.checkpoint).with_suffix(".episode.npz")
     if not episodes.is_file():
         print(f"recorded episodes {episodes} not found (the replay needs them)", file=sys.stderr)
@@ -412,12 +456,14 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="ros_soak_"))
     env = private_ros_env(log_dir=log_dir / "ros")
     apply_env(env)
+    env["PYTHONPATH"] = os.pathsep.join([str(node_root), *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # leave another checkout as it is
     rclpy.init()
     rng = random.Random(args.seed)
     load_start = os.getloadavg()
     node_log = log_dir / "policy_node.log"
     proc = start_node(POLICY_NODE_MODULE, ros_args([args.params_file], {"checkpoint": args.checkpoint}), env,
-                      node_log, cwd=REPO)
+                      node_log, cwd=node_root)
     drv = SoakDriver(Replay.load(episodes))
     records: list[FaultRecord] = []
     exit_code = None
@@ -427,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         drv.lifecycle.require("activate")
         started = time.monotonic()
         print(f"[soak] node active; {args.duration:.0f} s with faults, logs in {log_dir}", flush=True)
-        for offset, kind in schedule(args.duration, rng, tuple(args.gap)):
+        for offset, kind in [] if args.no_faults else schedule(args.duration, rng, tuple(args.gap)):
             drv.spin(max(0.0, started + offset - time.monotonic()))
             if proc.poll() is not None:
                 break
@@ -450,7 +496,9 @@ def main(argv: list[str] | None = None) -> int:
             record.holes = len(holes)
     attribute_logs(records, node_log)
     summary = summarize(records, drv, budget_ms, args.duration, exit_code)
-    summary.update(seed=args.seed, checkpoint=args.checkpoint, machine=platform.platform(), cpus=os.cpu_count(),
+    summary.update(seed=args.seed, checkpoint=args.checkpoint, node_root=str(node_root),
+                   faults_injected=not args.no_faults,
+                   machine=platform.platform(), cpus=os.cpu_count(),
                    load_average_start=load_start, load_average_end=os.getloadavg(), logs=str(log_dir))
     print_table(summary)
     out = Path(args.out)

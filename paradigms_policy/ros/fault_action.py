@@ -11,7 +11,9 @@
   or every dimension of an absolute action space such as joint positions).
 
 A hold goes out once when an input fault begins and again whenever the robot would otherwise run
-out of actions while the fault lasts. A failed solve with good inputs does not stop a robot
+out of actions while the fault lasts. It is never shorter than the plan it replaces (nor than a
+chunk, nor than a solve started when the inputs are back), so holding never opens a hole on the
+robot's timeline; the first chunk from good data replaces it. A failed solve with good inputs does not stop a robot
 that still has a plan: it holds only once that plan is about to run out. ``FaultTracker`` is the
 state machine; ``hold_actions`` builds the points. Plain Python, no ROS.
 """

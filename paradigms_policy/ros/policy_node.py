@@ -455,13 +455,15 @@ class PolicyNode(LifecycleNode):
             execution = self._execution
             if execution is None or self._fault.episode is None:
                 return
-            if not self._fault.hold_due(now_s, execution.covered_until(now_s), params.period_s):
+            covered_until = execution.covered_until(now_s)
+            if not self._fault.hold_due(now_s, covered_until, params.period_s):
                 return
             last = execution.last_commanded(now_s)
             if last is None:
                 return  # nothing was ever commanded: the robot is not running a plan
-            # long enough to cover a solve started when the inputs are back (at least one chunk's worth)
-            steps = max(self._n_action_steps, math.ceil(params.budget_s / params.period_s) + 2)
+            # never shorter than the plan it replaces, a chunk's worth, or a solve started when the inputs are back
+            steps = max(self._n_action_steps, math.ceil(params.budget_s / params.period_s) + 2,
+                        math.ceil((covered_until - now_s) / params.period_s))
             actions = hold_actions(last, params.hold_dims, steps)
             placement = execution.hold(now_s + 0.5 * params.period_s, actions)  # from the robot's next tick
             stamp = nanoseconds_to_time(int(round(now_s * 1e9)))  # decided now; runs from the next tick
