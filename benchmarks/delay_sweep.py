@@ -37,13 +37,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-threads", type=int, default=1)
     parser.add_argument("--inpainting", default="clean", choices=("clean", "noised"),
                         help="how the inpaint rows give known actions to the solver (Policy.inpainting)")
+    parser.add_argument("--replan-every", type=int, default=0,
+                        help="periods between the observations of consecutive chunks; 0: n_action_steps (8)")
     parser.add_argument("--out", default="runs/delay_sweep")
     return parser.parse_args(argv)
 
 
-def row_key(sampler: str, delay: int, mode: str, inpainting: str = "clean") -> str:
+def row_key(sampler: str, delay: int, mode: str, inpainting: str = "clean", replan_every: int = 0) -> str:
     label = mode if delay else "any"
-    return f"{sampler}|d={delay}|{label}" + (f"-{inpainting}" if mode == "inpaint" and inpainting != "clean" else "")
+    return (f"{sampler}|d={delay}|{label}" + (f"-{inpainting}" if mode == "inpaint" and inpainting != "clean" else "")
+            + (f"|k={replan_every}" if replan_every else ""))
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -54,21 +57,23 @@ def run(args: argparse.Namespace) -> dict:
     report.update(task=args.task, episodes=args.episodes, checkpoint=args.checkpoint or "checkpoints/lift_lowdim.pt")
     for delay in args.delays:
         for mode in (args.modes if delay else ["aligned"]):
-            todo = [s for s in args.samplers if row_key(s, delay, mode, args.inpainting) not in report["rows"]]
+            todo = [s for s in args.samplers
+                    if row_key(s, delay, mode, args.inpainting, args.replan_every) not in report["rows"]]
             if not todo:
                 continue
             started = time.perf_counter()
             result = evaluate(args.checkpoint, args.task, todo, args.episodes, workers=args.workers,
                               num_threads=args.num_threads, delay_steps=delay, execution=mode,
-                              inpainting=args.inpainting, progress=None)
+                              inpainting=args.inpainting, replan_every=args.replan_every, progress=None)
             for sampler in todo:
                 summary = result["samplers"][sampler]
                 summary.pop("per_episode", None)
                 label = mode if delay else "any"
                 if mode == "inpaint" and args.inpainting != "clean":
                     label = f"inpaint ({args.inpainting})"
-                summary.update(sampler=sampler, delay_steps=delay, execution=label)
-                report["rows"][row_key(sampler, delay, mode, args.inpainting)] = summary
+                summary.update(sampler=sampler, delay_steps=delay, execution=label,
+                               replan_every=args.replan_every or 8)
+                report["rows"][row_key(sampler, delay, mode, args.inpainting, args.replan_every)] = summary
             print(f"d={delay} {mode}: {', '.join(todo)} in {time.perf_counter() - started:.0f} s", flush=True)
             path.write_text(json.dumps(report, indent=1))
     print(format_table(report))
@@ -77,13 +82,15 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def format_table(report: dict) -> str:
-    header = (f"| sampler | delay d | execution | success | 95% CI | dropped | idle | boundary jump p99 | "
-              f"inside jump p99 |")
-    lines = [header, "|" + "---|" * 9]
-    rows = sorted(report["rows"].values(), key=lambda r: (r["sampler"], r["delay_steps"], r["execution"]))
+    header = (f"| sampler | delay d | execution | re-plan every | success | 95% CI | dropped | idle | "
+              f"boundary jump p99 | inside jump p99 |")
+    lines = [header, "|" + "---|" * 10]
+    rows = sorted(report["rows"].values(),
+                  key=lambda r: (r["sampler"], r["delay_steps"], r["execution"], r.get("replan_every", 8)))
     for r in rows:
         lo, hi = r["success_ci95"]
-        lines.append(f"| `{r['sampler']}` | {r['delay_steps']} | {r['execution']} | {r['successes']}/{r['episodes']} "
+        lines.append(f"| `{r['sampler']}` | {r['delay_steps']} | {r['execution']} | {r.get('replan_every', 8)} | "
+                     f"{r['successes']}/{r['episodes']} "
                      f"({r['success_rate']:.0%}) | [{lo:.2f}, {hi:.2f}] | {r['dropped_actions']} | {r['idle_steps']} | "
                      f"{r['jump_boundary_p99']:.3f} | {r['jump_inside_p99']:.3f} |")
     return "\n".join(lines)

@@ -220,6 +220,7 @@ def _evaluate_seeds(
     execution: str = "aligned",
     trust_checkpoint: bool = False,
     inpainting: str | None = None,
+    replan_every: int = 0,
     policy=None,
 ) -> dict[str, list[dict]]:
     """Worker body: one policy and one env, every sampler over ``seeds`` (plain dicts, picklable)."""
@@ -243,7 +244,8 @@ def _evaluate_seeds(
         out[name] = [
             asdict(run_episode(env, policy, seed, max_steps=max_steps,
                                deadline_s=None if deadline_ms is None else deadline_ms / 1e3,
-                               noise_seed=seed * 1000, delay_steps=delay_steps, execution=execution))
+                               noise_seed=seed * 1000, delay_steps=delay_steps,
+                               execution=ExecutionSettings(mode=execution, replan_every=replan_every)))
             for seed in seeds
         ]
     env.close()
@@ -267,6 +269,7 @@ def evaluate(
     progress: Callable[[str], None] | None = print,
     trust_checkpoint: bool = False,
     inpainting: str | None = None,
+    replan_every: int = 0,
 ) -> dict[str, Any]:
     """Evaluate ``samplers`` on the same ``episodes`` seeds; returns the rollout.json dict.
 
@@ -274,7 +277,8 @@ def evaluate(
     splits the seeds over spawned processes (each loads its own policy and env). ``checkpoint`` may
     be in any format ``load_policy`` reads; ``trust_checkpoint`` lifts its pickle allow-list.
     ``delay_steps`` / ``execution``: simulated inference delay and chunk placement (module docstring);
-    ``inpainting``: how known actions enter the solve (``Policy.inpainting``; None keeps the default).
+    ``inpainting``: how known actions enter the solve (``Policy.inpainting``; None keeps the default);
+    ``replan_every``: periods between the observations of consecutive chunks (0: n_action_steps).
     """
     from paradigms_policy.policy import DEFAULT_INPAINTING, load_policy
 
@@ -288,14 +292,16 @@ def evaluate(
     env = make_task_env(task)
     try:
         check_policy_fits_task(policy.shape_meta, env)
-        ExecutionModel(ExecutionSettings(mode=execution), ChunkGeometry.of(policy), dt=1.0).check_delay(delay_steps)
+        ExecutionModel(ExecutionSettings(mode=execution, replan_every=replan_every), ChunkGeometry.of(policy),
+                       dt=1.0).check_delay(delay_steps)
         for name in samplers[1:]:
             policy.set_sampler(name)
     finally:
         env.close()
     seeds = episode_seeds(episodes, start_seed)
     args = (checkpoint, task, samplers)
-    tail = (device, max_steps, deadline_ms, num_threads, delay_steps, execution, bool(trust_checkpoint), inpainting)
+    tail = (device, max_steps, deadline_ms, num_threads, delay_steps, execution, bool(trust_checkpoint), inpainting,
+            int(replan_every))
     start = time.perf_counter()
     if workers <= 1:
         raw = _evaluate_seeds(*args, seeds, *tail, policy=policy)
@@ -318,6 +324,7 @@ def evaluate(
         "delay_steps": delay_steps,
         "execution": execution,
         "inpainting": inpainting or DEFAULT_INPAINTING,
+        "replan_every": int(replan_every),
         "wall_time_s": time.perf_counter() - start,
         "samplers": {name: summarize([EpisodeResult(**r) for r in raw[name]]) for name in samplers},
     }
