@@ -79,9 +79,16 @@ class ActionQueue:
         self.phase_s = 0.0
 
     def insert_chunk(self, start_s: float, offsets_s: np.ndarray, actions: np.ndarray) -> int:
-        """Queue a chunk; returns how many of its points were already past (not queued)."""
-        keep = bisect_right(self.times, start_s - 1e-9)
+        """Queue a chunk (points at ``start_s + offsets``); returns how many of its points were already past.
+
+        Queued points from the chunk's first point on are replaced; earlier ones (from the
+        chunk's stamp up to its first point: the actions committed while it was solved) stay.
+        """
         new = [(start_s + float(o), np.asarray(a, dtype=np.float64)) for o, a in zip(offsets_s, actions)]
+        if not new:
+            return 0
+        spacing = float(offsets_s[1] - offsets_s[0]) if len(offsets_s) > 1 else 0.0
+        keep = bisect_right(self.times, new[0][0] - 0.5 * spacing - 1e-9)
         fresh = [(t, a) for t, a in new if t > self.last_executed_s + 1e-9]
         self.times = self.times[:keep] + [t for t, _ in fresh]
         self.actions = self.actions[:keep] + [a for _, a in fresh]
