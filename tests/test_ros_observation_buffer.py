@@ -148,3 +148,16 @@ def test_action_queue_keeps_the_committed_points_before_a_late_chunks_first_poin
     assert queue.times == pytest.approx([10.1, 10.2, 10.3, 10.4, 10.5, 10.6, 10.7, 10.8])
     ran = [queue.pop_due(t, 0.1)[0][0] for t in (10.1, 10.2, 10.3, 10.4, 10.5)]
     assert ran == [0.0, 0.0, 0.0, 1.0, 1.0]
+
+
+def test_data_time_is_the_header_stamp_when_there_is_one():
+    from std_msgs.msg import Float32MultiArray
+    from sensor_msgs.msg import JointState
+
+    from paradigms_policy.ros.observation_buffer import Stamped
+
+    assert Stamped(Float32MultiArray(), 12.5).data_time == 12.5  # no header: the receive time
+    state = JointState()
+    assert Stamped(state, 12.5).data_time == 12.5  # zero stamp: the receive time
+    state.header.stamp.sec, state.header.stamp.nanosec = 12, 550_000_000
+    assert Stamped(state, 12.5).data_time == pytest.approx(12.55)

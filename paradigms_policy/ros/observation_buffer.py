@@ -40,6 +40,15 @@ class Stamped:
     message: Any
     stamp: float
 
+    @property
+    def data_time(self) -> float:
+        """The time the message describes: its header stamp when it has a non-zero one, else its receive time."""
+        header = getattr(self.message, "header", None)
+        stamp = getattr(header, "stamp", None)
+        if stamp is None or (stamp.sec == 0 and stamp.nanosec == 0):
+            return self.stamp
+        return stamp.sec + stamp.nanosec * 1e-9
+
 
 class ObservationBuffer:
     """Keeps the latest message per topic and a per-tick history of length ``n_obs_steps``."""

@@ -6,7 +6,8 @@ gripper; executes received JointTrajectory chunks in time order, one action per 
 tick (points whose slot has passed are dropped, never executed late); resets on success or
 timeout, logs each episode and publishes it as JSON on ``episode_result_topic``. A trajectory's
 header stamp is the time of the observation it was planned from: while an episode waits for its
-first chunk, chunks planned before the reset are ignored.
+first chunk, chunks planned before the reset are ignored. JointStates are stamped with the time of
+the state they carry: a step simulates the period up to the next tick, so one period ahead.
 
 Run: ``python -m paradigms_policy.ros.sim_robot_node --ros-args --params-file config/sim_robot.yaml``.
 """
@@ -33,6 +34,7 @@ from paradigms_policy.ros.conversions import (
     ConversionError,
     array_to_multiarray,
     joint_trajectory_to_chunk,
+    nanoseconds_to_time,
     time_to_nanoseconds,
     vector_to_joint_state,
 )
@@ -255,7 +257,9 @@ class SimRobotNode(Node):
         self._start_episode()
 
     def _publish_obs(self) -> None:
-        stamp = self.get_clock().now().to_msg()
+        # a step simulates the period up to the next tick, so the state published now is the state at
+        # the next tick, the one the next action acts on: stamped with that time
+        stamp = nanoseconds_to_time(self.get_clock().now().nanoseconds + int(round(self.period_s * 1e9)))
         for key, pub in self.obs_pubs.items():
             pub.publish(array_to_multiarray(self.obs[key], labels=(key,)))
         if self.arm_joints:
