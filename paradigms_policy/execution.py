@@ -235,8 +235,9 @@ class ExecutionModel:
         executable = action_pred[self.geometry.first_executed:]
         margin = self.settings.start_margin * self.dt
         if request.first or self.settings.mode == "naive":
-            # naive, or a robot idle until this chunk (the world waited): start at action 0 on arrival
-            first_index, start = 0, float(arrival) + margin
+            # naive, or a robot idle until this chunk (the world waited): start at action 0 on arrival,
+            # never before its own time (an observation may be stamped with the next tick's time)
+            first_index, start = 0, max(float(arrival) + margin, request.obs_time)
         else:
             first_index = max(0, math.ceil((arrival + margin - request.obs_time) / self.dt - 1e-9))
             start = request.obs_time + first_index * self.dt

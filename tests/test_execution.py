@@ -33,6 +33,10 @@ def test_first_chunk_starts_at_its_first_action_when_it_arrives():
     placed = m.place(req, chunk(1), arrival=100.3)  # the robot waited for it: nothing has passed
     assert placed.first_index == 0 and placed.dropped == 0 and placed.start_time == pytest.approx(100.3)
     assert m.timeline.action_at(100.3).tolist() == [1, 1]  # horizon index n_obs_steps - 1
+    # an observation stamped ahead (the state at the next tick) never starts before its own time
+    m.reset()
+    early = m.place(m.request(obs_time=200.05, expected_arrival=200.03), chunk(1), arrival=200.02)
+    assert early.start_time == pytest.approx(200.05)
 
 
 def test_aligned_places_action_j_at_obs_time_plus_j_dt_and_drops_the_past():
