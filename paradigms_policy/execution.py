@@ -110,8 +110,7 @@ class Placement:
 
     start_time: float  # time of the first placed action
     actions: np.ndarray  # [m, A], one per period from start_time (m = 0: the whole chunk was late)
-    first_index: int  # index in the executed slice of the first placed action
-    dropped: int  # executed-slice actions whose time had passed on arrival
+    dropped: int  # executed-slice actions whose time had passed on arrival (index of the first placed one)
 
 
 class ActionTimeline:
@@ -245,8 +244,7 @@ class ExecutionModel:
         if len(actions):
             self.timeline.install(start, actions)
         self.timeline.forget_before(min(float(arrival), request.obs_time) - self.dt)
-        return Placement(start_time=start, actions=actions, first_index=min(first_index, len(executable)),
-                         dropped=min(first_index, len(executable)))
+        return Placement(start_time=start, actions=actions, dropped=min(first_index, len(executable)))
 
 
 class LatencyTracker:
