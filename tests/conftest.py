@@ -133,3 +133,37 @@ def make_random_checkpoint(path: Path, *, down_dims=(16, 32), obs_shapes=None, a
 @pytest.fixture
 def random_checkpoint(tmp_path: Path) -> Path:
     return make_random_checkpoint(tmp_path / "random.pt")
+
+
+LIFT_OBS_SHAPES = {"robot0_eef_pos": [3], "robot0_eef_quat": [4], "robot0_gripper_qpos": [2], "object": [10]}
+
+
+@pytest.fixture(scope="session")
+def lift_random_checkpoint(tmp_path_factory) -> Path:
+    """An untrained tiny policy with Lift's observation keys and 7-d actions (rollouts run, never succeed)."""
+    return make_random_checkpoint(tmp_path_factory.mktemp("lift_random") / "lift_random.pt",
+                                  obs_shapes=LIFT_OBS_SHAPES, action_dim=7)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch.set_num_threads(1) for the test (as the Ray workers have), restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray (2 CPUs, no dashboard) for one test module, shut down after it; skips if Ray is missing."""
+    ray = pytest.importorskip("ray")
+    from paradigms_policy.sim.distribute import init_ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    init_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()
