@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +65,11 @@ TINY_TRAIN_OVERRIDES = [
 ]
 
 
+def tiny_train_overrides(dataset_path: Path, out_dir: Path, overrides: list[str] = ()) -> list[str]:
+    """Command-line overrides of config/train.yaml for a tiny network on ``dataset_path``."""
+    return [f"dataset.path={dataset_path}", f"out_dir={out_dir}", *TINY_TRAIN_OVERRIDES, *overrides]
+
+
 def compose_train_config(dataset_path: Path, out_dir: Path, overrides: list[str] = ()):
     """The repo's config/train.yaml with a tiny network and the given overrides (hydra compose, no app run)."""
     from hydra import compose, initialize_config_dir
@@ -69,8 +77,19 @@ def compose_train_config(dataset_path: Path, out_dir: Path, overrides: list[str]
     from paradigms_policy import paths
 
     with initialize_config_dir(config_dir=str(paths.config_dir()), version_base="1.3"):
-        return compose("train", overrides=[f"dataset.path={dataset_path}", f"out_dir={out_dir}",
-                                           *TINY_TRAIN_OVERRIDES, *overrides])
+        return compose("train", overrides=tiny_train_overrides(dataset_path, out_dir, overrides))
+
+
+def torchrun_train(nproc: int, dataset_path: Path, out_dir: Path, overrides: list[str] = (),
+                   timeout: float = 600) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node=nproc -m paradigms_policy.train`` on the tiny config, this checkout's code."""
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "paradigms_policy.train", *tiny_train_overrides(dataset_path, out_dir, overrides)]
+    proc = subprocess.run(args, cwd=out_dir.parent, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
 
 
 @pytest.fixture(scope="session")
