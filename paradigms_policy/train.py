@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -274,7 +275,8 @@ def _train(cfg: DictConfig, world: World, device: torch.device) -> Path:
 @hydra.main(version_base="1.3", config_path=str(paths.config_dir()), config_name="train")
 def main(cfg: DictConfig) -> None:
     final = train(cfg)
-    print(f"final checkpoint: {final}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, once
+        print(f"final checkpoint: {final}")
 
 
 if __name__ == "__main__":

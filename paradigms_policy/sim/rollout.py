@@ -295,6 +295,8 @@ def evaluate(
         "backend": outcome.backend,
         "ray_address": (ray_address or os.environ.get("RAY_ADDRESS")) if outcome.backend == "ray" else None,
         "retried_episodes": len(outcome.retried),
+        "ray_init_s": outcome.ray_init_s,  # None: inline, or joined a Ray that was already initialized
+        "workers_ready_s": outcome.workers_ready_s,
         "delay_steps": delay_steps,
         "execution": execution,
         "inpainting": inpainting or DEFAULT_INPAINTING,
