@@ -39,13 +39,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-threads", type=int, default=1)
     parser.add_argument("--inpainting", default="clean", choices=("clean", "noised"),
                         help="how the inpaint rows give known actions to the solver (Policy.inpainting)")
+    parser.add_argument("--replan-every", type=int, default=0,
+                        help="periods between the observations of consecutive chunks; 0: n_action_steps (8)")
     parser.add_argument("--out", default="runs/delay_sweep")
     return parser.parse_args(argv)
 
 
 def run(args: argparse.Namespace) -> dict:
     rows = sweep_rows([args.task], args.samplers, args.delays, args.modes, checkpoints={args.task: args.checkpoint},
-                      inpainting=args.inpainting)
+                      inpainting=args.inpainting, replan_every=[args.replan_every])
     report = run_sweep(rows, args.episodes, args.out, settings=WorkerSettings(num_threads=args.num_threads),
                        workers=args.workers, ray_address=args.ray_address)
     print(format_sweep_table(report, rows))

@@ -50,6 +50,7 @@ def run_from_config(cfg: Any) -> dict:
         execution=str(cfg.get("execution", "aligned")),
         trust_checkpoint=bool(cfg.get("trust_checkpoint", False)),
         inpainting=cfg.get("inpainting"),
+        replan_every=int(cfg.get("replan_every", 0)),
         ray_address=cfg.get("ray_address"),
         backend=str(cfg.get("backend", "auto")),
         max_retries=int(cfg.get("max_retries", 3)),

@@ -25,7 +25,8 @@ def run_from_config(cfg: Any) -> dict:
     """Run the sweep described by a sweep.yaml-shaped config; prints the table."""
     checkpoints = {str(k): (None if v is None else str(v)) for k, v in (cfg.get("checkpoints") or {}).items()}
     rows = sweep_rows(iter_names(cfg.tasks), iter_names(cfg.samplers), [int(d) for d in cfg.delays],
-                      iter_names(cfg.executions), checkpoints=checkpoints, inpainting=cfg.get("inpainting"))
+                      iter_names(cfg.executions), checkpoints=checkpoints, inpainting=cfg.get("inpainting"),
+                      replan_every=[int(k) for k in cfg.get("replan_every", [0])])
     settings = WorkerSettings(device=str(cfg.get("device", "cpu")), num_threads=cfg.get("num_threads"),
                               trust_checkpoint=bool(cfg.get("trust_checkpoint", False)))
     report = run_sweep(rows, int(cfg.episodes), cfg.out_dir, start_seed=int(cfg.get("start_seed", DEFAULT_START_SEED)),

@@ -162,6 +162,10 @@ def test_chunk_to_joint_trajectory_has_one_increasing_point_per_action():
     back, back_times = joint_trajectory_to_chunk(msg, ["z", "x", "y"])
     np.testing.assert_array_equal(back, chunk[:, [2, 0, 1]])
     np.testing.assert_allclose(back_times, times)
+    late = chunk_to_joint_trajectory(chunk, ["x", "y", "z"], stamp=stamp, dt=0.05, start_offset=0.15)
+    np.testing.assert_allclose([duration_to_seconds(p.time_from_start) for p in late.points], [0.15, 0.2, 0.25, 0.3])
+    with pytest.raises(ConversionError, match="start_offset"):
+        chunk_to_joint_trajectory(chunk, ["x", "y", "z"], stamp=stamp, dt=0.05, start_offset=-0.1)
 
 
 @pytest.mark.parametrize(

@@ -226,6 +226,11 @@ def test_lifecycle_configure_activate_publish_deactivate_cleanup_shutdown(ros_se
         assert 8 <= len(trajectory.points) <= 15
         times = [duration_to_seconds(p.time_from_start) for p in trajectory.points]
         np.testing.assert_allclose(np.diff(times), 1.0 / RATE_HZ, rtol=1e-6)
+        # stamped with the observation's time; the first point at the first action not yet due
+        cycle = status_values(driver.cycles[-1])
+        if cycle["first"] == "0" and len(driver.cycles) == len(driver.trajectories):
+            assert time_to_nanoseconds(trajectory.header.stamp) * 1e-9 == pytest.approx(float(cycle["obs_time_s"]), abs=1e-6)
+            assert times[0] == pytest.approx(int(cycle["dropped_actions"]) / RATE_HZ, abs=1e-6)
         assert all(len(p.positions) == 7 and all(map(math.isfinite, p.positions)) for p in trajectory.points)
         assert abs(time_to_nanoseconds(trajectory.header.stamp) * 1e-9 - received_s) < 5.0
         # every chunk but the first (the robot waits for it) is stamped on its own observation's grid:

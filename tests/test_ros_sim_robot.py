@@ -90,12 +90,17 @@ def test_sim_robot_publishes_executes_chunks_and_reports_episodes(tmp_path):
         assert first["policy_steps"] + first["dropped_points"] <= 40  # no point runs twice
         heights = [p[2] for p in obs["robot0_eef_pos"][n_before:]]
         assert max(heights) > start_pos[2] + 0.05  # the +z chunk lifted the end effector
-        # episode 1 starts from a reset and waits for the policy again: send nothing, then a short chunk
+        # episode 1 starts from a reset and waits for the policy again. A chunk planned from an observation
+        # of episode 0 (stamped 1 s ago, its points still ahead) is ignored; then a short fresh chunk starts it
+        now_ns = node.get_clock().now().nanoseconds
+        trajectory_pub.publish(chunk_to_joint_trajectory(chunk, ACTION_NAMES, stamp=nanoseconds_to_time(now_ns - 10**9),
+                                                         dt=1.0 / rate, start_offset=1.05))
+        spin_until(lambda: False, 0.3)
         trajectory_pub.publish(chunk_to_joint_trajectory(
             chunk[:5], ACTION_NAMES, stamp=nanoseconds_to_time(node.get_clock().now().nanoseconds), dt=1.0 / rate))
         assert spin_until(lambda: len(results) >= 2)
         assert results[1]["episode"] == 1 and results[1]["seed"] == first["seed"] + 1
-        assert results[1]["idle_steps"] >= 25  # only 5 points were sent
+        assert results[1]["idle_steps"] >= 25 and results[1]["policy_steps"] <= 5  # only the fresh 5 points ran
         assert proc.wait(timeout=30) == 0  # exit_when_done after 2 episodes
     finally:
         executor.shutdown()

@@ -244,11 +244,12 @@ def time_to_nanoseconds(stamp: Time) -> int:
 
 
 def chunk_to_joint_trajectory(actions: np.ndarray, joint_names: Sequence[str], *, stamp: Time,
-                              dt: float, frame_id: str = "") -> JointTrajectory:
-    """Action chunk [N, A] -> JointTrajectory: point i = action i, applied at stamp + i*dt.
+                              dt: float, frame_id: str = "", start_offset: float = 0.0) -> JointTrajectory:
+    """Action chunk [N, A] -> JointTrajectory: point i = action i, applied at stamp + start_offset + i*dt.
 
-    time_from_start is strictly increasing (0, dt, 2dt, ...), so a receiver can execute the
-    points in time order and drop the ones whose time has passed.
+    time_from_start is strictly increasing (start_offset, + dt, ...), so a receiver can execute the
+    points in time order and drop the ones whose time has passed. The node stamps a chunk with its
+    observation's time and starts it at the first action whose time has not passed.
     """
     chunk = np.asarray(actions, dtype=np.float64)
     if chunk.ndim != 2:
@@ -259,6 +260,8 @@ def chunk_to_joint_trajectory(actions: np.ndarray, joint_names: Sequence[str], *
         raise ConversionError("action chunk contains NaN or inf")
     if dt <= 0:
         raise ConversionError(f"dt must be positive, got {dt}")
+    if not start_offset >= 0:
+        raise ConversionError(f"start_offset must be >= 0, got {start_offset}")
     msg = JointTrajectory()
     msg.header.stamp = stamp
     msg.header.frame_id = frame_id
@@ -266,7 +269,7 @@ def chunk_to_joint_trajectory(actions: np.ndarray, joint_names: Sequence[str], *
     for i, row in enumerate(chunk):
         point = JointTrajectoryPoint()
         point.positions = pyarray.array("d", row.tobytes())  # array.array skips per-element checks
-        point.time_from_start = seconds_to_duration(i * dt)
+        point.time_from_start = seconds_to_duration(start_offset + i * dt)
         msg.points.append(point)
     return msg
 

@@ -402,8 +402,10 @@ class PolicyNode(LifecycleNode):
         if len(placement.actions) == 0:
             raise TimeoutError(f"the chunk arrived {1e3 * (arrival_s - request.obs_time):.0f} ms after its observation, "
                                f"after the time of all its actions; nothing published")
-        stamp = nanoseconds_to_time(int(round(placement.start_time * 1e9)))
-        trajectory = chunk_to_joint_trajectory(placement.actions, params.action_names, stamp=stamp, dt=params.period_s)
+        # stamped with the observation's time; the first point runs at the first action not yet due
+        stamp = nanoseconds_to_time(int(round(request.obs_time * 1e9)))
+        trajectory = chunk_to_joint_trajectory(placement.actions, params.action_names, stamp=stamp, dt=params.period_s,
+                                               start_offset=placement.start_time - request.obs_time)
         multiarray = array_to_multiarray(placement.actions.astype(np.float32), labels=("action_step", "action_dim"))
         self._pub_trajectory.publish(trajectory)
         published = time.perf_counter()

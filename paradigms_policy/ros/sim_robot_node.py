@@ -4,7 +4,9 @@ Publishes the task's robomimic low-dim observations at the control rate, one
 Float32MultiArray per key on ``<obs_prefix>/<key>``, plus JointStates for the arm and the
 gripper; executes received JointTrajectory chunks in time order, one action per control
 tick (points whose slot has passed are dropped, never executed late); resets on success or
-timeout, logs each episode and publishes it as JSON on ``episode_result_topic``.
+timeout, logs each episode and publishes it as JSON on ``episode_result_topic``. A trajectory's
+header stamp is the time of the observation it was planned from: while an episode waits for its
+first chunk, chunks planned before the reset are ignored.
 
 Run: ``python -m paradigms_policy.ros.sim_robot_node --ros-args --params-file config/sim_robot.yaml``.
 """
@@ -186,6 +188,7 @@ class SimRobotNode(Node):
         self.last_action = np.zeros(self.action_dim)
         self.steps = self.policy_steps = self.idle_steps = self.dropped = self.late_on_arrival = 0
         self.started = None if self.wait_for_policy else time.monotonic()
+        self.reset_s = self.get_clock().now().nanoseconds * 1e-9
         self.success = False
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
@@ -198,6 +201,8 @@ class SimRobotNode(Node):
             self.get_logger().error("rejected trajectory with NaN/inf", throttle_duration_sec=2.0)
             return
         start_s = time_to_nanoseconds(msg.header.stamp) * 1e-9
+        if self.started is None and start_s < self.reset_s:
+            return  # planned from an observation of the previous episode: wait for one of this episode
         late = self.queue.insert_chunk(start_s, offsets, chunk)
         self.dropped += late
         self.late_on_arrival += late

@@ -28,6 +28,7 @@ class EpisodeJob:
     delay_steps: int = 0
     execution: str = "aligned"
     inpainting: str | None = None  # None: the policy's default
+    replan_every: int = 0  # periods between the observations of consecutive chunks (0: n_action_steps)
     max_steps: int | None = None
     deadline_ms: float | None = None
 
@@ -68,6 +69,7 @@ class EpisodeWorker:
 
     def run(self, job: EpisodeJob) -> dict[str, Any]:
         """Run ``job``; returns its ``EpisodeResult`` as a plain dict (cheap to send between processes)."""
+        from paradigms_policy.execution import ExecutionSettings
         from paradigms_policy.policy import DEFAULT_INPAINTING
         from paradigms_policy.sim.rollout import run_episode
 
@@ -81,7 +83,8 @@ class EpisodeWorker:
         result = run_episode(
             env, policy, job.seed, max_steps=job.max_steps,
             deadline_s=None if job.deadline_ms is None else job.deadline_ms / 1e3,
-            noise_seed=job.noise_seed, delay_steps=job.delay_steps, execution=job.execution,
+            noise_seed=job.noise_seed, delay_steps=job.delay_steps,
+            execution=ExecutionSettings(mode=job.execution, replan_every=job.replan_every),
         )
         return asdict(result)
 

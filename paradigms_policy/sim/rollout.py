@@ -215,10 +215,12 @@ def episode_seeds(episodes: int, start_seed: int = DEFAULT_START_SEED) -> list[i
 
 def episode_jobs(task: str, checkpoint: str | None, samplers: Sequence[str], seeds: Sequence[int], *,
                  delay_steps: int = 0, execution: str = "aligned", inpainting: str | None = None,
-                 max_steps: int | None = None, deadline_ms: float | None = None) -> list[EpisodeJob]:
+                 replan_every: int = 0, max_steps: int | None = None,
+                 deadline_ms: float | None = None) -> list[EpisodeJob]:
     """Every sampler on every seed, sampler-major (a worker switches sampler rarely)."""
     return [EpisodeJob(task=task, checkpoint=checkpoint, sampler=name, seed=int(seed), delay_steps=int(delay_steps),
-                       execution=execution, inpainting=inpainting, max_steps=max_steps, deadline_ms=deadline_ms)
+                       execution=execution, inpainting=inpainting, replan_every=int(replan_every),
+                       max_steps=max_steps, deadline_ms=deadline_ms)
             for name in samplers for seed in seeds]
 
 
@@ -239,6 +241,7 @@ def evaluate(
     progress: Callable[[str], None] | None = print,
     trust_checkpoint: bool = False,
     inpainting: str | None = None,
+    replan_every: int = 0,
     ray_address: str | None = None,
     backend: str = "auto",
     max_retries: int = 3,
@@ -254,7 +257,8 @@ def evaluate(
     per-episode results. ``checkpoint`` may be in any format ``load_policy`` reads;
     ``trust_checkpoint`` lifts its pickle allow-list. ``delay_steps`` / ``execution``: simulated
     inference delay and chunk placement (module docstring); ``inpainting``: how known actions enter
-    the solve (``Policy.inpainting``; None keeps the default).
+    the solve (``Policy.inpainting``; None keeps the default); ``replan_every``: periods between the
+    observations of consecutive chunks (0: n_action_steps).
     """
     from paradigms_policy.policy import DEFAULT_INPAINTING, load_policy
 
@@ -270,14 +274,16 @@ def evaluate(
     env = make_task_env(task)
     try:
         check_policy_fits_task(policy.shape_meta, env)
-        ExecutionModel(ExecutionSettings(mode=execution), ChunkGeometry.of(policy), dt=1.0).check_delay(delay_steps)
+        ExecutionModel(ExecutionSettings(mode=execution, replan_every=replan_every), ChunkGeometry.of(policy),
+                       dt=1.0).check_delay(delay_steps)
         for name in samplers[1:]:
             policy.set_sampler(name)
     finally:
         env.close()
     seeds = episode_seeds(episodes, start_seed)
     jobs = episode_jobs(task, checkpoint, samplers, seeds, delay_steps=delay_steps, execution=execution,
-                        inpainting=inpainting, max_steps=max_steps, deadline_ms=deadline_ms)
+                        inpainting=inpainting, replan_every=replan_every, max_steps=max_steps,
+                        deadline_ms=deadline_ms)
     settings = WorkerSettings(device=device, num_threads=num_threads, trust_checkpoint=bool(trust_checkpoint))
     preloaded = {(checkpoint, task): policy} if kind == "inline" else None
     del policy
@@ -300,6 +306,7 @@ def evaluate(
         "delay_steps": delay_steps,
         "execution": execution,
         "inpainting": inpainting or DEFAULT_INPAINTING,
+        "replan_every": int(replan_every),
         "wall_time_s": time.perf_counter() - start,
         "samplers": {name: summarize([EpisodeResult(**r) for r in raw[name]]) for name in samplers},
     }

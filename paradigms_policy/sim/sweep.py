@@ -35,6 +35,7 @@ class SweepRow:
     delay_steps: int
     execution: str
     inpainting: str | None = None
+    replan_every: int = 0  # 0: n_action_steps
 
     @property
     def label(self) -> str:
@@ -47,11 +48,13 @@ class SweepRow:
 
     @property
     def key(self) -> str:
-        return f"{self.task}|{self.sampler}|d={self.delay_steps}|{self.label}"
+        return (f"{self.task}|{self.sampler}|d={self.delay_steps}|{self.label}"
+                + (f"|k={self.replan_every}" if self.replan_every else ""))
 
 
 def sweep_rows(tasks: Sequence[str], samplers: Sequence[str], delays: Sequence[int], executions: Sequence[str],
-               checkpoints: Mapping[str, str | None] | None = None, inpainting: str | None = None) -> list[SweepRow]:
+               checkpoints: Mapping[str, str | None] | None = None, inpainting: str | None = None,
+               replan_every: Sequence[int] = (0,)) -> list[SweepRow]:
     """The grid, task-major then sampler (a worker switches policy or sampler rarely); d = 0 once."""
     bad = [mode for mode in executions if mode not in MODES]
     if bad:
@@ -63,10 +66,11 @@ def sweep_rows(tasks: Sequence[str], samplers: Sequence[str], delays: Sequence[i
     for task in tasks:
         checkpoint = checkpoints.get(task)
         for sampler in samplers:
-            for delay in sorted({int(d) for d in delays}):
-                for mode in (executions if delay else executions[:1]):
-                    rows.append(SweepRow(task, None if checkpoint is None else str(checkpoint), sampler, delay,
-                                         mode, inpainting if mode == "inpaint" else None))
+            for replan in replan_every:
+                for delay in sorted({int(d) for d in delays}):
+                    for mode in (executions if delay else executions[:1]):
+                        rows.append(SweepRow(task, None if checkpoint is None else str(checkpoint), sampler, delay,
+                                             mode, inpainting if mode == "inpaint" else None, int(replan)))
     return list(dict.fromkeys(rows))
 
 
@@ -87,7 +91,8 @@ def _check_rows(rows: Sequence[SweepRow], settings: WorkerSettings) -> dict[tupl
             policies[key] = policy
         policy = policies[key]
         policy.set_sampler(row.sampler)
-        ExecutionModel(ExecutionSettings(mode=row.execution), ChunkGeometry.of(policy), dt=1.0).check_delay(row.delay_steps)
+        ExecutionModel(ExecutionSettings(mode=row.execution, replan_every=row.replan_every), ChunkGeometry.of(policy),
+                       dt=1.0).check_delay(row.delay_steps)
     return policies
 
 
@@ -118,7 +123,8 @@ def run_sweep(rows: Sequence[SweepRow], episodes: int, out_dir: str | Path, *, s
     kind = resolve_backend(backend, workers, ray_address)
     policies = _check_rows(todo, settings) if todo else {}
     jobs_of = {row: [EpisodeJob(row.task, row.checkpoint, row.sampler, seed, row.delay_steps, row.execution,
-                                row.inpainting, max_steps, deadline_ms) for seed in seeds] for row in todo}
+                                row.inpainting, row.replan_every, max_steps, deadline_ms) for seed in seeds]
+               for row in todo}
     row_of = {job: row for row, jobs in jobs_of.items() for job in jobs}
     done: dict[SweepRow, dict[EpisodeJob, dict]] = {row: {} for row in todo}
     started = time.perf_counter()
@@ -129,7 +135,8 @@ def run_sweep(rows: Sequence[SweepRow], episodes: int, out_dir: str | Path, *, s
         if len(done[row]) == len(jobs_of[row]):
             summary = summarize([EpisodeResult(**done[row][j]) for j in jobs_of[row]])
             report["rows"][row.key] = {"task": row.task, "checkpoint": row.checkpoint, "sampler": row.sampler,
-                                       "delay_steps": row.delay_steps, "execution": row.label, **summary}
+                                       "delay_steps": row.delay_steps, "execution": row.label,
+                                       "replan_every": row.replan_every, **summary}
             (out / SWEEP_FILE).write_text(json.dumps(report, indent=1))
 
     if todo:
@@ -148,12 +155,13 @@ def format_sweep_table(report: Mapping[str, Any], rows: Sequence[SweepRow] | Non
     """Markdown table of the sweep (``rows`` given: those rows in that order; else every stored row)."""
     stored = report["rows"]
     entries = [stored[row.key] for row in rows if row.key in stored] if rows is not None else list(stored.values())
-    header = ("| task | sampler | delay d | execution | success | 95% CI | rounds p50 | p50 ms | dropped | idle | "
-              "boundary jump p99 | inside jump p99 |")
-    lines = [header, "|" + "---|" * 12]
+    header = ("| task | sampler | delay d | execution | re-plan every | success | 95% CI | rounds p50 | p50 ms | "
+              "dropped | idle | boundary jump p99 | inside jump p99 |")
+    lines = [header, "|" + "---|" * 13]
     for r in entries:
         lo, hi = r["success_ci95"]
-        lines.append(f"| {r['task']} | `{r['sampler']}` | {r['delay_steps']} | {r['execution']} | "
+        replan = r.get("replan_every") or "n_action_steps"
+        lines.append(f"| {r['task']} | `{r['sampler']}` | {r['delay_steps']} | {r['execution']} | {replan} | "
                      f"{r['successes']}/{r['episodes']} ({r['success_rate']:.0%}) | [{lo:.2f}, {hi:.2f}] | "
                      f"{r['rounds_median']:.1f} | {r['latency_ms_p50']:.1f} | {r['dropped_actions']} | "
                      f"{r['idle_steps']} | {r['jump_boundary_p99']:.3f} | {r['jump_inside_p99']:.3f} |")
@@ -161,17 +169,18 @@ def format_sweep_table(report: Mapping[str, Any], rows: Sequence[SweepRow] | Non
 
 
 def plot_sweep(report: Mapping[str, Any], path: str | Path) -> Path:
-    """Success rate against delay, one panel per (task, sampler), one line per execution mode."""
+    """Success rate against delay, one panel per (task, sampler, re-plan period), one line per execution mode."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = list(report["rows"].values())
-    panels = sorted({(r["task"], r["sampler"]) for r in rows})
+    panel_of = lambda r: (r["task"], r["sampler"], r.get("replan_every") or 0)  # noqa: E731
+    panels = sorted({panel_of(r) for r in rows})
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), sharey=True, squeeze=False)
-    for ax, (task, sampler) in zip(axes[0], panels):
-        mine = [r for r in rows if (r["task"], r["sampler"]) == (task, sampler)]
+    for ax, (task, sampler, replan) in zip(axes[0], panels):
+        mine = [r for r in rows if panel_of(r) == (task, sampler, replan)]
         base = [r for r in mine if r["delay_steps"] == 0]
         labels = sorted({r["execution"] for r in mine if r["delay_steps"]})
         for i, label in enumerate(labels):
@@ -183,7 +192,7 @@ def plot_sweep(report: Mapping[str, Any], path: str | Path) -> Path:
                         marker="o", capsize=3, label=label)
         if base:
             ax.axhspan(*base[0]["success_ci95"], color="grey", alpha=0.15, label="d = 0, 95% CI")
-        ax.set_title(f"{task}: {sampler}")
+        ax.set_title(f"{task}: {sampler}" + (f", re-plan every {replan}" if replan else ""))
         ax.set_xlabel("inference delay d (control periods)")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
