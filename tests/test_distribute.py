@@ -56,6 +56,8 @@ def test_sweep_grid_runs_delay_zero_once():
                                      "lift|b|d=0|any", "lift|b|d=2|naive", "lift|b|d=2|inpaint (noised)"]
     assert all(r.checkpoint == "x.pt" for r in rows)
     assert rows[1].inpainting is None and rows[2].inpainting == "noised"
+    replans = sweep_rows(["lift"], ["a"], [2], ["aligned"], replan_every=[0, 4])
+    assert [r.key for r in replans] == ["lift|a|d=2|aligned", "lift|a|d=2|aligned|k=4"]
     with pytest.raises(ValueError, match="unknown execution modes"):
         sweep_rows(["lift"], ["a"], [0], ["late"])
 
@@ -116,6 +118,11 @@ def test_killed_worker_loses_only_its_episodes_which_are_retried(ray_local, lift
                 killed.append(slot)
         retried = list(pool.retried)
         assert pool.pids()[killed[0]] != pids[killed[0]]  # a fresh worker took the dead one's place
+        # an episode that raises is not a lost worker: its error comes back at once, without a retry
+        bad = EpisodeJob("lift", lift_jobs[0].checkpoint, "no_such_sampler", 1, max_steps=4)
+        with pytest.raises(ValueError, match="unknown sampler 'no_such_sampler'"):
+            list(pool.stream([bad]))
+        assert pool.retried == retried
     assert sorted(seen, key=str) == sorted(lift_jobs, key=str)  # every episode exactly once
     assert retried and set(retried) <= set(lift_jobs)
 
