@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +65,11 @@ TINY_TRAIN_OVERRIDES = [
 ]
 
 
+def tiny_train_overrides(dataset_path: Path, out_dir: Path, overrides: list[str] = ()) -> list[str]:
+    """Command-line overrides of config/train.yaml for a tiny network on ``dataset_path``."""
+    return [f"dataset.path={dataset_path}", f"out_dir={out_dir}", *TINY_TRAIN_OVERRIDES, *overrides]
+
+
 def compose_train_config(dataset_path: Path, out_dir: Path, overrides: list[str] = ()):
     """The repo's config/train.yaml with a tiny network and the given overrides (hydra compose, no app run)."""
     from hydra import compose, initialize_config_dir
@@ -69,8 +77,19 @@ def compose_train_config(dataset_path: Path, out_dir: Path, overrides: list[str]
     from paradigms_policy import paths
 
     with initialize_config_dir(config_dir=str(paths.config_dir()), version_base="1.3"):
-        return compose("train", overrides=[f"dataset.path={dataset_path}", f"out_dir={out_dir}",
-                                           *TINY_TRAIN_OVERRIDES, *overrides])
+        return compose("train", overrides=tiny_train_overrides(dataset_path, out_dir, overrides))
+
+
+def torchrun_train(nproc: int, dataset_path: Path, out_dir: Path, overrides: list[str] = (),
+                   timeout: float = 600) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node=nproc -m paradigms_policy.train`` on the tiny config, this checkout's code."""
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "paradigms_policy.train", *tiny_train_overrides(dataset_path, out_dir, overrides)]
+    proc = subprocess.run(args, cwd=out_dir.parent, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
 
 
 @pytest.fixture(scope="session")
@@ -133,3 +152,37 @@ def make_random_checkpoint(path: Path, *, down_dims=(16, 32), obs_shapes=None, a
 @pytest.fixture
 def random_checkpoint(tmp_path: Path) -> Path:
     return make_random_checkpoint(tmp_path / "random.pt")
+
+
+LIFT_OBS_SHAPES = {"robot0_eef_pos": [3], "robot0_eef_quat": [4], "robot0_gripper_qpos": [2], "object": [10]}
+
+
+@pytest.fixture(scope="session")
+def lift_random_checkpoint(tmp_path_factory) -> Path:
+    """An untrained tiny policy with Lift's observation keys and 7-d actions (rollouts run, never succeed)."""
+    return make_random_checkpoint(tmp_path_factory.mktemp("lift_random") / "lift_random.pt",
+                                  obs_shapes=LIFT_OBS_SHAPES, action_dim=7)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch.set_num_threads(1) for the test (as the Ray workers have), restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray (2 CPUs, no dashboard) for one test module, shut down after it; skips if Ray is missing."""
+    ray = pytest.importorskip("ray")
+    from paradigms_policy.sim.distribute import init_ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    init_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()
