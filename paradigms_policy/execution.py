@@ -153,6 +153,29 @@ class ActionTimeline:
             t += self.dt
         return np.array(out).reshape(len(out), -1) if out else np.zeros((0, 0))
 
+    def last_at_or_before(self, t: float) -> np.ndarray | None:
+        """The action running at ``t``, else the latest one before it (what the robot was last told), or None."""
+        current = self.action_at(t)
+        if current is not None:
+            return current
+        before = [a for time_, a in zip(self.times, self.actions) if time_ <= t]
+        return before[-1] if before else None
+
+    def covered_until(self, t: float) -> float:
+        """End of the run of actions from ``t`` on (``t`` itself when none is due at ``t``).
+
+        Each action covers half a period either side of its time; actions installed on different
+        grids (a chunk on its observation's, a hold on the tick's) join when they touch.
+        """
+        end, half = float(t), 0.5 * self.dt
+        for time_ in self.times:
+            if time_ + half <= end:
+                continue
+            if time_ - half > end + 0.5 * half:
+                break
+            end = time_ + half
+        return end
+
     def forget_before(self, t: float) -> None:
         """Drop actions whose slot ended before ``t`` (executed), so the timeline stays short."""
         keep = next((i for i, s in enumerate(self.times) if s >= t - 0.5 * self.dt), len(self.times))
@@ -168,11 +191,13 @@ class ExecutionModel:
         self.dt = float(dt)
         self.timeline = ActionTimeline(dt)
         self.last_obs_time: float | None = None
+        self._replan_now = False
 
     def reset(self) -> None:
         """A new episode or a restart: nothing committed, the next solve is the first."""
         self.timeline.clear()
         self.last_obs_time = None
+        self._replan_now = False
 
     @property
     def started(self) -> bool:
@@ -205,7 +230,7 @@ class ExecutionModel:
 
     def due(self, now: float, delay_steps: int = 0) -> bool:
         """Whether a solve should observe now (the caller asks only when no solve is in flight)."""
-        if self.last_obs_time is None or self.settings.replan == "asap":
+        if self.last_obs_time is None or self.settings.replan == "asap" or self._replan_now:
             return True
         return now >= self.last_obs_time + (self.replan_every(delay_steps) - 0.5) * self.dt
 
@@ -218,6 +243,7 @@ class ExecutionModel:
             until = expected_arrival + self.settings.start_margin * self.dt
             known = self.timeline.run(obs_time, until)[: self.geometry.executable - 1]  # leave one free action
         previous, self.last_obs_time = self.last_obs_time, float(obs_time)
+        self._replan_now = False
         return SolveRequest(obs_time=float(obs_time), previous_obs_time=previous, shift=shift, known_actions=known,
                             expected_arrival=float(expected_arrival), first=first)
 
@@ -245,6 +271,30 @@ class ExecutionModel:
             self.timeline.install(start, actions)
         self.timeline.forget_before(min(float(arrival), request.obs_time) - self.dt)
         return Placement(start_time=start, actions=actions, dropped=min(first_index, len(executable)))
+
+    def hold(self, start: float, actions: np.ndarray) -> Placement:
+        """Put fault actions (a hold: see ros/fault_action.py) on the timeline from ``start`` on.
+
+        They replace the plan from ``start``, like a chunk would, but plan nothing: the next solve
+        is planned as before (its known actions are these, if it starts while they run).
+        """
+        actions = np.asarray(actions, dtype=np.float64)
+        if actions.ndim != 2 or len(actions) == 0:
+            raise ValueError(f"hold actions must be [n >= 1, A], got {list(actions.shape)}")
+        self.timeline.install(float(start), actions)
+        return Placement(start_time=float(start), actions=actions, first_index=0, dropped=0)
+
+    def replan_now(self) -> None:
+        """Make the next ``due`` true whatever the schedule (the robot was sent a hold: give it a plan soon)."""
+        self._replan_now = True
+
+    def last_commanded(self, t: float) -> np.ndarray | None:
+        """The action the robot runs at ``t`` or was last given before it; None if nothing was placed."""
+        return self.timeline.last_at_or_before(t)
+
+    def covered_until(self, t: float) -> float:
+        """Time until which the robot has actions from ``t`` on without a hole."""
+        return self.timeline.covered_until(t)
 
 
 class LatencyTracker:

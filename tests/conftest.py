@@ -1,10 +1,12 @@
-"""Shared fixtures: a small synthetic, bimodal demonstration set in the zarr replay-buffer layout."""
+"""Shared fixtures: a small synthetic, bimodal demonstration set in the zarr replay-buffer layout, random
+checkpoints, and the ROS 2 side of the node tests (a private domain, the policy node as a process, a driver)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -186,3 +188,234 @@ def ray_local():
     init_ray(num_cpus=2)
     yield ray
     ray.shutdown()
+# -- ROS 2: the policy node as a process, driven from this test process -------------------------------------------
+# (rclpy is imported lazily: the core tests must run where it is not installed.)
+
+REPO = Path(__file__).resolve().parent.parent
+POLICY_PARAMS_FILE = REPO / "config" / "policy.yaml"
+POLICY_NODE = "/paradigms_policy_node"
+LIFT_OBS_SIZES = {"object": 10, "robot0_eef_pos": 3, "robot0_eef_quat": 4}
+LIFT_FINGERS = ["gripper0_right_finger_joint1", "gripper0_right_finger_joint2"]
+LIFT_ACTION_NAMES = ["eef_dx", "eef_dy", "eef_dz", "eef_dax", "eef_day", "eef_daz", "gripper"]
+NODE_RATE_HZ = 20.0  # config/policy.yaml
+NODE_BUDGET_MS = 500.0  # generous for a loaded CI machine; the tiny network solves in milliseconds
+SETTLE_S = 60.0  # generous waits; tests end as soon as the event happens
+
+
+def make_tiny_lift_checkpoint(path: Path) -> Path:
+    """A random, tiny DiffusionPolicy checkpoint with the Lift low-dim inputs and a 7-d action.
+
+    Its normalizer is fitted on data that looks like Lift's (unit quaternions, grippers around
+    +-0.02), so the node's plausibility limits accept the drivers' good messages.
+    """
+    import torch
+
+    from paradigms_policy.checkpoint import save_checkpoint
+    from paradigms_policy.model.normalizer import LinearNormalizer
+    from paradigms_policy.training.network import PolicyNetwork, obs_encoder_spec
+
+    torch.manual_seed(0)
+    shape_meta = {"obs": {"object": {"shape": [10], "type": "low_dim"},
+                          "robot0_eef_pos": {"shape": [3], "type": "low_dim"},
+                          "robot0_eef_quat": {"shape": [4], "type": "low_dim"},
+                          "robot0_gripper_qpos": {"shape": [2], "type": "low_dim"}},
+                  "action": {"shape": [7]}}
+    n_obs_steps, horizon = 2, 16
+    spec = obs_encoder_spec(shape_meta)
+    model_kwargs = dict(input_dim=7, global_cond_dim=19 * n_obs_steps, diffusion_step_embed_dim=16,
+                        down_dims=[16, 32], kernel_size=3, n_groups=4, cond_predict_scale=True)
+    network = PolicyNetwork(spec, model_kwargs, n_obs_steps)
+    rng = np.random.default_rng(0)
+    data = {k: rng.normal(0.0, 0.3, size=(64, *m["shape"])).astype(np.float32) for k, m in shape_meta["obs"].items()}
+    quat = rng.normal(size=(64, 4))
+    data["robot0_eef_quat"] = (quat / np.linalg.norm(quat, axis=1, keepdims=True)).astype(np.float32)
+    data["action"] = rng.uniform(-1, 1, size=(64, 7)).astype(np.float32)
+    normalizer = LinearNormalizer()
+    normalizer.fit(data)
+    return save_checkpoint(
+        path, config={"task": "lift", "horizon": horizon}, shape_meta=shape_meta, horizon=horizon,
+        n_obs_steps=n_obs_steps, n_action_steps=8, model_kwargs=model_kwargs, obs_encoder=spec,
+        noise_scheduler={"num_train_timesteps": 100, "beta_schedule": "squaredcos_cap_v2",
+                         "prediction_type": "epsilon", "clip_sample": True},
+        state_dicts={"ema_model": network.state_dict()}, normalizer=normalizer.state_dict(),
+        training={"global_step": 0, "seed": 0})
+
+
+@pytest.fixture(scope="session")
+def tiny_lift_checkpoint(tmp_path_factory) -> Path:
+    return make_tiny_lift_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_lift.pt")
+
+
+@pytest.fixture(scope="module")
+def ros_session(tmp_path_factory):
+    """rclpy in this process on a private ROS domain (localhost only); yields the env for node processes."""
+    rclpy = pytest.importorskip("rclpy")
+    from paradigms_policy.ros.processes import apply_env, private_ros_env
+
+    env = private_ros_env(log_dir=tmp_path_factory.mktemp("ros_logs"))
+    apply_env(env)
+    rclpy.init()
+    yield env
+    rclpy.try_shutdown()
+
+
+@pytest.fixture(scope="module")
+def start_policy_node(ros_session):
+    """``start_policy_node(checkpoint, log_path, **overrides)``: the node as a process (config/policy.yaml +
+    overrides, 10 denoising steps, a generous budget); every process started is stopped at the module's end."""
+    from paradigms_policy.ros.processes import POLICY_NODE_MODULE, ros_args, start_node, stop_process
+
+    started = []
+
+    def start(checkpoint: Path, log_path: Path, **overrides):
+        args = ros_args([POLICY_PARAMS_FILE], {"checkpoint": str(checkpoint), "latency_budget_ms": NODE_BUDGET_MS,
+                                               "sampler_steps": 10, **overrides})
+        proc = start_node(POLICY_NODE_MODULE, args, ros_session, log_path=log_path, cwd=REPO)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        stop_process(proc)
+
+
+class PolicyNodeDriver:
+    """The test's side of the graph: publishes Lift observations at 20 Hz, records what the policy node sends.
+
+    ``bad`` maps a topic to a replacement message (or None: stop publishing it) until changed;
+    ``inject_once(topic, msg)`` replaces the next message on a topic only. Every published
+    observation is logged in ``sent`` (good or bad) so that a chunk's ``input_stamps`` tell
+    whether it was computed from bad data.
+    """
+
+    def __init__(self, name: str = "policy_node_test_driver"):
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Float32MultiArray
+        from trajectory_msgs.msg import JointTrajectory
+
+        from paradigms_policy.ros.diagnostics import status_values
+        from paradigms_policy.ros.lifecycle_client import LifecycleClient
+        from paradigms_policy.ros.robot_view import SentLog
+
+        self.node = rclpy.create_node(name)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self.pubs = {f"robot/obs/{k}": self.node.create_publisher(Float32MultiArray, f"robot/obs/{k}",
+                                                                  qos_profile_sensor_data) for k in LIFT_OBS_SIZES}
+        self.pubs["robot/gripper/joint_states"] = self.node.create_publisher(
+            JointState, "robot/gripper/joint_states", qos_profile_sensor_data)
+        self.trajectories: list[tuple[float, JointTrajectory]] = []
+        self.chunks: list[tuple[float, Float32MultiArray]] = []
+        self.cycles: list[dict[str, str]] = []
+        self.diagnostics: list[DiagnosticStatus] = []
+        self.node.create_subscription(JointTrajectory, "policy/joint_trajectory",
+                                      lambda m: self.trajectories.append((self.now_s(), m)), 100)
+        self.node.create_subscription(Float32MultiArray, "policy/action_chunk",
+                                      lambda m: self.chunks.append((self.now_s(), m)), 100)
+        self.node.create_subscription(DiagnosticStatus, "policy/cycle_stats",
+                                      lambda m: self.cycles.append(status_values(m)), 100)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: self.diagnostics.extend(m.status), 10)
+        self.lifecycle = LifecycleClient(self.node, self.executor, POLICY_NODE)
+        self.bad: dict[str, object] = {}
+        self._once: dict[str, object] = {}
+        self.sent = SentLog()
+        self.good_value = 0.1
+        self._next_publish = 0.0
+
+    def now_s(self) -> float:
+        return self.node.get_clock().now().nanoseconds * 1e-9
+
+    def good_messages(self) -> dict[str, object]:
+        from paradigms_policy.ros.conversions import array_to_multiarray, vector_to_joint_state
+
+        msgs: dict[str, object] = {f"robot/obs/{k}": array_to_multiarray(np.full(n, self.good_value, np.float32))
+                                   for k, n in LIFT_OBS_SIZES.items()}
+        msgs["robot/obs/robot0_eef_quat"] = array_to_multiarray(np.array([0.0, 0.0, 0.0, 1.0], np.float32))
+        msgs["robot/gripper/joint_states"] = vector_to_joint_state([0.02, -0.02], LIFT_FINGERS)
+        return msgs
+
+    def inject_once(self, topic: str, message: object) -> None:
+        self._once[topic] = message
+
+    def publish_observations(self) -> None:
+        msgs = self.good_messages()
+        replaced = {**self.bad, **self._once}
+        self._once = {}
+        now = self.now_s()
+        for topic, good in msgs.items():
+            msg = replaced.get(topic, good)
+            if msg is None:
+                continue
+            self.sent.record(topic, now, bad=topic in replaced)
+            self.pubs[topic].publish(msg)
+
+    def run(self, seconds: float, until=None, publish: bool = True) -> bool:
+        """Spin (publishing observations at the control rate) for ``seconds`` or until ``until()``."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            now = time.monotonic()
+            if publish and now >= self._next_publish:
+                self.publish_observations()
+                # a fixed 20 Hz grid (not "now + period"), so the rate does not drift below the node's
+                self._next_publish = max(self._next_publish + 1.0 / NODE_RATE_HZ, now)
+            self.executor.spin_once(timeout_sec=0.005)
+            if until is not None and until():
+                return True
+        return until is None
+
+    def set_parameters(self, **values) -> list:
+        from rcl_interfaces.msg import Parameter as ParameterMsg
+        from rcl_interfaces.msg import ParameterType, ParameterValue
+        from rcl_interfaces.srv import SetParameters
+
+        client = self.node.create_client(SetParameters, f"{POLICY_NODE}/set_parameters")
+        assert client.wait_for_service(timeout_sec=SETTLE_S)
+        request = SetParameters.Request()
+        for name, value in values.items():
+            msg = ParameterMsg(name=name)
+            if isinstance(value, bool):
+                msg.value = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+            elif isinstance(value, str):
+                msg.value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+            elif isinstance(value, float):
+                msg.value = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+            elif isinstance(value, list) and value and isinstance(value[0], int):
+                msg.value = ParameterValue(type=ParameterType.PARAMETER_INTEGER_ARRAY, integer_array_value=value)
+            elif isinstance(value, list):
+                msg.value = ParameterValue(type=ParameterType.PARAMETER_STRING_ARRAY, string_array_value=value)
+            else:
+                msg.value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=int(value))
+            request.parameters.append(msg)
+        future = client.call_async(request)
+        self.executor.spin_until_future_complete(future, timeout_sec=SETTLE_S)
+        self.node.destroy_client(client)
+        return list(future.result().results)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+@pytest.fixture(scope="module")
+def make_driver(ros_session):
+    """``make_driver(name)``: a PolicyNodeDriver in this process (closed at the module's end)."""
+    drivers = []
+
+    def make(name: str = "policy_node_test_driver") -> PolicyNodeDriver:
+        drivers.append(PolicyNodeDriver(name))
+        return drivers[-1]
+
+    yield make
+    for drv in drivers:
+        drv.close()
+
+
+@pytest.fixture
+def driver(ros_session):
+    drv = PolicyNodeDriver()
+    yield drv
+    drv.close()

@@ -385,10 +385,10 @@ def test_node_inputs_must_cover_a_foreign_checkpoints_keys(le_image):
 
 def test_node_declares_trust_checkpoint():
     pytest.importorskip("rclpy")
-    from paradigms_policy.ros.node_params import SPECS_BY_NAME, STRUCTURAL, PolicyNodeParams
+    from paradigms_policy.ros.node_params import CONFIGURE_ONLY, SPECS_BY_NAME, PolicyNodeParams
 
-    assert SPECS_BY_NAME["trust_checkpoint"].default is False and "trust_checkpoint" in STRUCTURAL
-    assert PolicyNodeParams().trust_checkpoint is False
+    assert SPECS_BY_NAME["trust_checkpoint"].default is False and "trust_checkpoint" in CONFIGURE_ONLY
+    assert PolicyNodeParams.defaults().trust_checkpoint is False
     import yaml
 
     config = yaml.safe_load((Path(__file__).parents[1] / "config" / "policy.yaml").read_text())

@@ -16,10 +16,8 @@ pytestmark = [pytest.mark.ros, pytest.mark.sim]
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_demo_runs_an_episode_and_reports_statistics(tmp_path):
-    from test_ros_policy_node import make_tiny_lift_checkpoint
-
-    checkpoint = make_tiny_lift_checkpoint(tmp_path / "tiny.pt")
+def test_demo_runs_an_episode_and_reports_statistics(tmp_path, tiny_lift_checkpoint):
+    checkpoint = tiny_lift_checkpoint
     out = tmp_path / "summary.json"
     proc = subprocess.run(
         [sys.executable, "-m", "paradigms_policy.ros.demo", "--checkpoint", str(checkpoint), "--episodes", "1",

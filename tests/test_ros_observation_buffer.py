@@ -9,6 +9,7 @@ import pytest
 
 from paradigms_policy.ros.inference_worker import InferenceWorker
 from paradigms_policy.ros.observation_buffer import (
+    InputError,
     MissingInputError,
     ObservationBuffer,
     StaleInputError,
@@ -22,16 +23,49 @@ def buffer() -> ObservationBuffer:
 
 def test_missing_topic_is_named(buffer):
     buffer.store("/joints", "j0", stamp=0.0)
-    with pytest.raises(MissingInputError, match="/object: no message received yet"):
-        buffer.snapshot(now=0.05)
+    [problem] = buffer.snapshot(now=0.05)
+    assert isinstance(problem, MissingInputError) and problem.kind == "missing"
+    assert str(problem) == "/object: no message received yet"
 
 
 def test_stale_topic_is_named_with_its_age(buffer):
     buffer.store("/joints", "j0", stamp=1.0)
     buffer.store("/object", "o0", stamp=0.5)
-    with pytest.raises(StaleInputError, match=r"/object: stale: newest message is 500 ms old") as info:
-        buffer.snapshot(now=1.0)
-    assert info.value.topic == "/object"
+    [problem] = buffer.snapshot(now=1.0)
+    assert isinstance(problem, StaleInputError) and problem.kind == "stale" and problem.topic == "/object"
+    assert str(problem).startswith("/object: stale: newest message is 500 ms old")
+
+
+def test_every_stale_or_missing_topic_is_reported_not_only_the_first(buffer):
+    assert [(p.topic, p.kind) for p in buffer.snapshot(now=0.0)] == [("/joints", "missing"), ("/object", "missing")]
+    buffer.store("/joints", "j0", stamp=0.0)
+    buffer.store("/object", "o0", stamp=0.0)
+    assert [(p.topic, p.kind) for p in buffer.snapshot(now=1.0)] == [("/joints", "stale"), ("/object", "stale")]
+
+
+def test_only_checked_values_enter_the_history_and_each_message_is_converted_once():
+    calls = []
+
+    def convert(topic, message):
+        calls.append(message)
+        if message == "bad":
+            raise InputError(topic, "implausible", kind="out_of_range")
+        return message.upper()
+
+    buffer = ObservationBuffer(["/a", "/b"], n_obs_steps=2, max_age_s=1.0, convert=convert)
+    buffer.store("/a", "a0", 0.0)
+    buffer.store("/b", "b0", 0.0)
+    assert buffer.snapshot(0.05) == [] and buffer.snapshot(0.1) == []
+    assert calls == ["a0", "b0"]  # the same messages at the second tick: not converted again
+    assert [s.message for s in buffer.history()["/a"]] == ["A0", "A0"]
+    buffer.store("/b", "bad", 0.12)
+    [problem] = buffer.snapshot(0.15)
+    assert (problem.topic, problem.kind) == ("/b", "out_of_range")
+    with pytest.raises(MissingInputError):
+        buffer.history()  # a tick with a bad input clears the history: nothing can be solved from it
+    buffer.store("/b", "b1", 0.18)
+    assert buffer.snapshot(0.2) == []
+    assert [s.message for s in buffer.history()["/b"]] == ["B1", "B1"]  # rebuilt from good ticks only
 
 
 def test_history_is_one_entry_per_tick_oldest_first_with_edge_padding(buffer):
@@ -53,8 +87,7 @@ def test_stale_input_clears_history_and_recovers_with_fresh_data(buffer):
     buffer.store("/joints", "j0", stamp=0.0)
     buffer.store("/object", "o0", stamp=0.0)
     buffer.snapshot(now=0.1)
-    with pytest.raises(StaleInputError):
-        buffer.snapshot(now=0.5)
+    assert all(isinstance(p, StaleInputError) for p in buffer.snapshot(now=0.5))
     with pytest.raises(MissingInputError):
         buffer.history()
     buffer.store("/joints", "j1", stamp=0.6)

@@ -18,12 +18,12 @@ from paradigms_policy.ros.diagnostics import CycleRecord, CycleStats, status_val
 from paradigms_policy.ros.inputs import InputSpec, build_specs, history_to_obs, message_to_obs  # noqa: E402
 from paradigms_policy.ros.node_params import (  # noqa: E402
     PARAM_SPECS,
-    SAMPLER_KINDS,
     PolicyNodeParams,
     check_params,
     check_value,
     with_changes,
 )
+from paradigms_policy.sampler_settings import SAMPLER_KINDS  # noqa: E402
 from paradigms_policy.ros.observation_buffer import InputError, Stamped  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,15 +35,7 @@ SHAPE_META = {"obs": {"object": {"shape": [10], "type": "low_dim"},
 
 def yaml_params() -> PolicyNodeParams:
     values = yaml.safe_load((REPO / "config" / "policy.yaml").read_text())["paradigms_policy_node"]["ros__parameters"]
-    return with_changes(PolicyNodeParams(), values)
-
-
-def test_config_file_sets_every_declared_parameter_with_the_declared_type():
-    values = yaml.safe_load((REPO / "config" / "policy.yaml").read_text())["paradigms_policy_node"]["ros__parameters"]
-    assert set(values) == {spec.name for spec in PARAM_SPECS}
-    for spec in PARAM_SPECS:
-        assert type(values[spec.name]) is type(spec.default), spec.name  # ROS rejects int for a double
-    assert check_params(yaml_params()) == []
+    return with_changes(PolicyNodeParams.defaults(), values)
 
 
 def test_sampler_kinds_match_the_sampler_registry():
@@ -57,7 +49,7 @@ def test_descriptors_carry_descriptions_and_ranges():
     assert all(d.description for d in specs.values())
     budget = specs["latency_budget_ms"].floating_point_range[0]
     assert budget.from_value > 0
-    assert specs["anderson_history"].integer_range[0].from_value == 1
+    assert specs["anderson_history"].integer_range[0].from_value == -1  # -1: not set
 
 
 @pytest.mark.parametrize(
@@ -83,12 +75,16 @@ def test_cross_checks_name_the_problem():
 
 def test_sampler_overrides_follow_the_kind():
     params = yaml_params()
-    anderson = with_changes(params, {"sampler": "anderson_warm", "sampler_window": 8, "sampler_steps": 50})
-    assert anderson.sampler_overrides() == {"num_inference_steps": 50, "window": 8,
-                                            "history": 2, "deadline_policy": "ddim_fallback"}
-    tight = with_changes(params, {"sampler": "picard_warm", "sampler_tolerance": 0.05})
-    assert tight.sampler_overrides() == {"tolerance": 0.05, "deadline_policy": "ddim_fallback"}
-    assert with_changes(params, {"sampler": "ddim_sequential"}).sampler_overrides() == {}
+    anderson = with_changes(params, {"sampler": "anderson_warm", "sampler_window": 8, "sampler_steps": 50,
+                                     "anderson_history": 3})
+    assert anderson.sampler_settings().overrides() == {"num_inference_steps": 50, "window": 8,
+                                                       "history": 3, "deadline_policy": "ddim_fallback"}
+    tight = with_changes(params, {"sampler": "picard_warm", "sampler_tolerance": 0.05, "sampler_abs_tolerance": 0.0})
+    assert tight.sampler_settings().overrides() == {"tolerance": 0.05, "abs_tolerance": 0.0,
+                                                    "deadline_policy": "ddim_fallback"}
+    sequential = with_changes(params, {"sampler": "ddim_sequential", "sampler_tolerance": 0.05})
+    assert sequential.sampler_settings().overrides() == {}
+    assert sequential.sampler_settings().ignored() == ["tolerance", "deadline_policy"]
 
 
 def test_build_specs_rejects_a_checkpoint_that_does_not_fit():
@@ -132,7 +128,7 @@ def test_bad_messages_raise_input_error_naming_the_topic(spec, message, fragment
     assert info.value.topic == spec.topic and fragment in str(info.value)
 
 
-def test_history_to_obs_stacks_steps_and_accepts_flat_arrays():
+def test_checked_messages_stack_into_observation_histories():
     image = np.arange(60, dtype=np.uint8).reshape(4, 5, 3)
     joints = InputSpec(topic="/g", key="robot0_gripper_qpos", kind="joint_state", shape=(2,))
     history = {
@@ -141,7 +137,9 @@ def test_history_to_obs_stacks_steps_and_accepts_flat_arrays():
                     Stamped(array_to_multiarray(np.arange(10, dtype=np.float32) + 1), 0.1)],
         "/g": [Stamped(vector_to_joint_state([2.0, 1.0], ["f2", "f1"]), 0.0)] * 2,
     }
-    obs = history_to_obs([IMAGE, ARRAY, joints], history, ["f1", "f2"])
+    checked = {topic: [Stamped(message_to_obs(spec, item.message, ["f1", "f2"]), item.stamp) for item in items]
+               for spec in (IMAGE, ARRAY, joints) for topic, items in history.items() if topic == spec.topic}
+    obs = history_to_obs([IMAGE, ARRAY, joints], checked)
     assert obs["agentview_image"].shape == (2, 3, 4, 5)
     np.testing.assert_allclose(obs["agentview_image"][1, :, 0, 0], image[0, 0] / 255.0)
     np.testing.assert_array_equal(obs["object"][:, 0], [0.0, 1.0])
@@ -157,7 +155,7 @@ def test_diagnostics_ok_when_healthy_with_statistics():
     stats = CycleStats()
     for i in range(100):
         stats.record_cycle(record(latency_s=0.001 * (i + 1)))
-    status = stats.status("policy", "cpu", active=True)
+    status = stats.status("policy", "cpu", state="active")
     values = status_values(status)
     assert status.level == DiagnosticStatus.OK
     assert float(values["latency_p50_ms"]) == pytest.approx(50.5, rel=1e-3)
@@ -170,21 +168,32 @@ def test_diagnostics_warn_on_budget_misses_and_error_on_bad_input_until_cleared(
     stats = CycleStats()
     for i in range(10):
         stats.record_cycle(record(missed=i < 2, converged=i % 3 != 0))
-    status = stats.status("policy", "cpu", active=True)
+    status = stats.status("policy", "cpu", state="active")
     assert status.level == DiagnosticStatus.WARN and "missed the latency budget" in status.message
     stats.set_input_problem("/object", "key 'object' contains 1 NaN/inf value(s)", stale=False)
-    status = stats.status("policy", "cpu", active=True)
+    status = stats.status("policy", "cpu", state="active")
     assert status.level == DiagnosticStatus.ERROR and "/object" in status.message and "NaN" in status.message
     assert status_values(status)["input_errors"] == "1"
     stats.clear_input_problems()
-    assert stats.status("policy", "cpu", active=True).level == DiagnosticStatus.WARN
+    assert stats.status("policy", "cpu", state="active").level == DiagnosticStatus.WARN
 
 
 def test_diagnostics_error_on_failed_solve():
     stats = CycleStats()
     stats.record_failure("RuntimeError: out of memory")
-    status = stats.status("policy", "cpu", active=True)
+    status = stats.status("policy", "cpu", state="active")
     assert status.level == DiagnosticStatus.ERROR and "out of memory" in status.message
+
+
+def test_diagnostics_name_the_lifecycle_state_and_a_failed_configure_until_it_succeeds():
+    stats = CycleStats()
+    status = stats.status("policy", "cpu", state="unconfigured")
+    assert status.level == DiagnosticStatus.OK and status.message == "unconfigured"
+    assert status_values(status)["state"] == "unconfigured"
+    failed = stats.status("policy", "cpu", state="unconfigured", config_error="action_names has 3 names")
+    assert failed.level == DiagnosticStatus.ERROR
+    assert failed.message == "configure failed: action_names has 3 names; unconfigured"
+    assert stats.status("policy", "cpu", state="inactive").message == "inactive"
 
 
 @pytest.mark.parametrize("name", ["policy.launch.py", "sim_demo.launch.py"])

@@ -160,7 +160,8 @@ def run_demo(args: argparse.Namespace) -> dict:
     env = private_ros_env(log_dir=log_dir / "ros")
     apply_env(env)
     print(f"ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} (localhost only); node logs in {log_dir}")
-    overrides: dict = {"checkpoint": str(args.checkpoint)}
+    # tick on the robot's state message (published last each step): one history entry per robot step
+    overrides: dict = {"checkpoint": str(args.checkpoint), "tick_on_topic": "robot/gripper/joint_states"}
     if args.sampler:
         overrides["sampler"] = args.sampler
     if args.budget_ms:

@@ -1,9 +1,10 @@
 """Cycle statistics of the policy node and their diagnostic_msgs form.
 
 ``CycleStats`` is fed from the inference worker (one record per solve) and from the control
-tick (input problems); ``to_status`` turns a snapshot into a DiagnosticStatus whose level says
-whether anything is wrong: ERROR for unusable inputs or failed solves, WARN for missed
-budgets or solves that stopped unconverged.
+tick (input problems); ``status`` turns a snapshot into a DiagnosticStatus whose level says
+whether anything is wrong: ERROR for a failed configure (until the next successful one),
+unusable inputs or failed solves, WARN for missed budgets or solves that stopped unconverged;
+the message names the lifecycle state when the node is not active.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class CycleStats:
         self.stale_inputs = 0
         self.input_errors = 0
         self.failed_solves = 0
+        self.holds = 0
         self.warm_hits = 0
         self._input_problems: dict[str, str] = {}
         self._last_failure = ""
@@ -65,6 +67,17 @@ class CycleStats:
             else:
                 self.input_errors += 1
 
+    def set_input_problems(self, problems: dict[str, tuple[str, bool]]) -> None:
+        """Replace the current input problems ({topic: (problem, stale)}; one tick's findings)."""
+        with self._lock:
+            self._input_problems = {t: p for t, (p, _) in problems.items()}
+            self.stale_inputs += sum(1 for _, stale in problems.values() if stale)
+            self.input_errors += sum(1 for _, stale in problems.values() if not stale)
+
+    def record_hold(self) -> None:
+        with self._lock:
+            self.holds += 1
+
     def clear_input_problems(self) -> None:
         with self._lock:
             self._input_problems.clear()
@@ -77,7 +90,7 @@ class CycleStats:
         with self._lock:
             recent = list(self._recent)
             counters = dict(cycles=self.cycles, budget_misses=self.budget_misses, stale_inputs=self.stale_inputs,
-                            input_errors=self.input_errors, failed_solves=self.failed_solves)
+                            input_errors=self.input_errors, failed_solves=self.failed_solves, holds=self.holds)
             warm = self.warm_hits
         out: dict[str, float] = {k: float(v) for k, v in counters.items()}
         out["warm_start_hit_rate"] = warm / self.cycles if self.cycles else 0.0
@@ -96,28 +109,36 @@ class CycleStats:
             )
         return out
 
-    def status(self, name: str, hardware_id: str, active: bool) -> DiagnosticStatus:
-        """DiagnosticStatus for the current state (level, message and key/values)."""
+    def status(self, name: str, hardware_id: str, state: str, config_error: str = "") -> DiagnosticStatus:
+        """DiagnosticStatus for the current state (level, message and key/values).
+
+        ``state``: the lifecycle state (unconfigured, inactive, active); ``config_error``: why the
+        last configure failed ("" after a successful one), reported as ERROR until then.
+        """
         summary = self.summary()
-        problems = self.input_problems()
+        active = state == "active"
+        problems = self.input_problems() if active else {}
         with self._lock:
-            failure = self._last_failure
+            failure = self._last_failure if active else ""
         level, messages = OK, []
+        if config_error:
+            level = ERROR
+            messages.append(f"configure failed: {config_error}")
         if problems:
             level = ERROR
             messages.append("bad input: " + "; ".join(f"{t}: {p}" for t, p in sorted(problems.items())))
         if failure:
             level = ERROR
             messages.append(f"solve failed: {failure}")
-        if summary.get("recent_budget_miss_fraction", 0.0) > 0.01:
+        if active and summary.get("recent_budget_miss_fraction", 0.0) > 0.01:
             level = max(level, WARN)
             messages.append(f"{summary['recent_budget_miss_fraction']:.0%} of recent chunks missed the latency budget")
-        if summary.get("converged_fraction", 1.0) < 0.5:
+        if active and summary.get("converged_fraction", 1.0) < 0.5:
             level = max(level, WARN)
             messages.append(f"only {summary['converged_fraction']:.0%} of recent solves converged before the deadline")
         if not active:
-            messages.append("inactive")
-        elif not summary["cycles"] and not problems:
+            messages.append(state)
+        elif not summary["cycles"] and not problems and not failure:
             level = max(level, WARN)
             messages.append("active, no chunk published yet")
         status = DiagnosticStatus()
@@ -127,6 +148,7 @@ class CycleStats:
         status.message = "; ".join(messages) if messages else "ok"
         status.values = [KeyValue(key=k, value=f"{v:.4g}") for k, v in summary.items()]
         status.values += [KeyValue(key=f"input_problem:{t}", value=p) for t, p in sorted(problems.items())]
+        status.values.append(KeyValue(key="state", value=state))
         return status
 
 

@@ -22,6 +22,7 @@ from paradigms_policy.ros.conversions import (
     joint_state_to_vector,
     multiarray_to_array,
 )
+from paradigms_policy.ros.limits import ObservationLimits
 from paradigms_policy.ros.observation_buffer import InputError, Stamped
 
 MESSAGE_TYPES = {"joint_state": JointState, "image": Image, "float32_multi_array": Float32MultiArray}
@@ -69,8 +70,13 @@ def build_specs(topics: Sequence[str], keys: Sequence[str], kinds: Sequence[str]
     return specs
 
 
-def message_to_obs(spec: InputSpec, message: Any, joint_names: Sequence[str]) -> np.ndarray:
-    """One message -> float32 observation of ``spec.shape``; raises InputError naming the topic."""
+def message_to_obs(spec: InputSpec, message: Any, joint_names: Sequence[str],
+                   limits: ObservationLimits | None = None) -> np.ndarray:
+    """One message -> float32 observation of ``spec.shape``; raises InputError naming the topic and the problem.
+
+    ``InputError.kind``: ``message`` (cannot be read: size, encoding, joint names), ``not_finite``,
+    or what ``limits`` found (``out_of_range``, ``not_unit_norm``).
+    """
     try:
         if spec.kind == "joint_state":
             value = joint_state_to_vector(message, joint_names)
@@ -83,24 +89,20 @@ def message_to_obs(spec: InputSpec, message: Any, joint_names: Sequence[str]) ->
                     raise ConversionError(
                         f"array has shape {list(value.shape)}, key {spec.key!r} expects {list(spec.shape)}")
                 value = value.reshape(spec.shape)
-        value = np.asarray(value, dtype=np.float32)
-        check_finite(f"key {spec.key!r}", value)
     except ConversionError as exc:
-        raise InputError(spec.topic, str(exc)) from exc
-    return value
+        raise InputError(spec.topic, str(exc), kind="message") from exc
+    raw = np.asarray(value, dtype=np.float64)  # float32 would turn 1e39 into inf and hide the value
+    try:
+        check_finite(f"key {spec.key!r}", raw)
+    except ConversionError as exc:
+        raise InputError(spec.topic, str(exc), kind="not_finite") from exc
+    if limits is not None:
+        violation = limits.check(spec.key, raw)
+        if violation is not None:
+            raise InputError(spec.topic, violation.message, kind=violation.kind)
+    return raw.astype(np.float32)
 
 
-def history_to_obs(specs: Sequence[InputSpec], history: Mapping[str, Sequence[Stamped]],
-                   joint_names: Sequence[str]) -> dict[str, np.ndarray]:
-    """Per-topic message histories -> {key: float32 [n_obs_steps, *shape]} (each message converted once)."""
-    obs = {}
-    for spec in specs:
-        converted: dict[int, np.ndarray] = {}
-        steps = []
-        for item in history[spec.topic]:
-            ident = id(item.message)
-            if ident not in converted:
-                converted[ident] = message_to_obs(spec, item.message, joint_names)
-            steps.append(converted[ident])
-        obs[spec.key] = np.stack(steps, axis=0)
-    return obs
+def history_to_obs(specs: Sequence[InputSpec], history: Mapping[str, Sequence[Stamped]]) -> dict[str, np.ndarray]:
+    """Per-topic histories of checked values -> {key: float32 [n_obs_steps, *shape]}."""
+    return {spec.key: np.stack([item.message for item in history[spec.topic]], axis=0) for spec in specs}

@@ -2,10 +2,12 @@
 
 Subscription callbacks must stay cheap (they share the executor with timers and services),
 so they only call ``store`` with the raw message and its receive time. The control tick calls
-``snapshot`` once per period: it checks every input is present and fresh and appends the
-latest message of each to a history of ``n_obs_steps`` ticks, which is the observation history
-DiffusionPolicy was trained on (one observation per control step). Pure Python, no ROS, so it
-is tested with a fake clock.
+``snapshot`` once per period: it checks every input is present and fresh, converts the latest
+message of each (through ``convert``, which also rejects implausible values; each message is
+converted once) and appends them to a history of ``n_obs_steps`` ticks, which is the
+observation history DiffusionPolicy was trained on (one observation per control step). Only
+checked values ever enter the history, so a bad message can never reach a solve. Pure Python,
+no ROS, so it is tested with a fake clock.
 """
 
 from __future__ import annotations
@@ -13,29 +15,36 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 
 class InputError(ValueError):
-    """An input topic cannot be used right now; ``topic`` names it."""
+    """An input topic cannot be used right now; ``topic`` names it, ``kind`` says what kind of problem."""
 
-    def __init__(self, topic: str, problem: str):
+    def __init__(self, topic: str, problem: str, kind: str = "invalid"):
         super().__init__(f"{topic}: {problem}")
         self.topic = topic
         self.problem = problem
+        self.kind = kind
 
 
 class MissingInputError(InputError):
     """No message has been received on the topic yet."""
 
+    def __init__(self, topic: str, problem: str):
+        super().__init__(topic, problem, kind="missing")
+
 
 class StaleInputError(InputError):
     """The newest message on the topic is older than ``max_age_s``."""
 
+    def __init__(self, topic: str, problem: str):
+        super().__init__(topic, problem, kind="stale")
+
 
 @dataclass(frozen=True)
 class Stamped:
-    """A stored message and the time (seconds, node clock) it was received."""
+    """A stored message (or its checked value, in a history) and the time (seconds, node clock) it was received."""
 
     message: Any
     stamp: float
@@ -50,10 +59,15 @@ class Stamped:
         return stamp.sec + stamp.nanosec * 1e-9
 
 
+def _identity(topic: str, message: Any) -> Any:
+    return message
+
+
 class ObservationBuffer:
     """Keeps the latest message per topic and a per-tick history of length ``n_obs_steps``."""
 
-    def __init__(self, topics: Sequence[str], n_obs_steps: int, max_age_s: float):
+    def __init__(self, topics: Sequence[str], n_obs_steps: int, max_age_s: float,
+                 convert: Callable[[str, Any], Any] | None = None):
         if n_obs_steps < 1:
             raise ValueError(f"n_obs_steps must be >= 1, got {n_obs_steps}")
         if max_age_s <= 0:
@@ -66,6 +80,8 @@ class ObservationBuffer:
         self._lock = threading.Lock()
         self._latest: dict[str, Stamped] = {}
         self._history: deque[dict[str, Stamped]] = deque(maxlen=self.n_obs_steps)
+        self._convert = convert or _identity  # (topic, message) -> value; raises InputError
+        self._converted: dict[str, tuple[Any, Any]] = {}  # topic -> (message, its value): convert each once
 
     def store(self, topic: str, message: Any, stamp: float) -> None:
         """Remember ``message`` as the newest on ``topic`` (called from a subscription callback)."""
@@ -93,23 +109,46 @@ class ObservationBuffer:
                         topic, f"stale: newest message is {age * 1e3:.0f} ms old (max_obs_age_ms {self.max_age_s * 1e3:.0f})"))
         return problems
 
-    def snapshot(self, now: float) -> None:
-        """Append the latest message of every topic to the history (one control tick).
+    def snapshot(self, now: float) -> list[InputError]:
+        """One control tick: every problem with the inputs (all topics), or append them to the history.
 
-        Raises the first ``InputError`` when an input is missing or stale, and then clears the
-        history: a history with a hole in it is not the sequence the policy was trained on, so
-        it is rebuilt from fresh ticks once the input is back.
+        On any problem the history is cleared and nothing is appended: a history with a hole
+        in it is not the sequence the policy was trained on, so it is rebuilt from fresh ticks
+        once the inputs are good again. Returns the problems (empty: the history advanced).
         """
         problems = self.check(now)
-        if problems:
-            with self._lock:
-                self._history.clear()
-            raise problems[0]
+        bad = {p.topic for p in problems}
         with self._lock:
-            self._history.append({t: self._latest[t] for t in self.topics})
+            latest = {t: self._latest[t] for t in self.topics if t not in bad}
+        values = {}
+        for topic, item in latest.items():
+            try:
+                values[topic] = Stamped(self._converted_value(topic, item.message), item.stamp)
+            except InputError as exc:
+                problems.append(exc)
+        problems.sort(key=lambda p: self.topics.index(p.topic) if p.topic in self.topics else -1)
+        with self._lock:
+            if problems:
+                self._history.clear()
+            else:
+                self._history.append(values)
+        return problems
+
+    def _converted_value(self, topic: str, message: Any) -> Any:
+        cached = self._converted.get(topic)
+        if cached is not None and cached[0] is message:
+            return cached[1]
+        value = self._convert(topic, message)  # raises InputError: not cached, re-reported each tick
+        self._converted[topic] = (message, value)
+        return value
+
+    def set_converter(self, convert: Callable[[str, Any], Any]) -> None:
+        """Replace the conversion (e.g. new plausibility limits); values already converted are checked again."""
+        self._convert = convert
+        self._converted.clear()
 
     def history(self) -> dict[str, list[Stamped]]:
-        """Per topic, ``n_obs_steps`` messages oldest first.
+        """Per topic, ``n_obs_steps`` checked values (``Stamped.message``) oldest first.
 
         Until enough ticks have been seen, the oldest entry is repeated at the front (the
         edge padding DiffusionPolicy uses at the start of an episode).
@@ -125,6 +164,7 @@ class ObservationBuffer:
         with self._lock:
             self._latest.clear()
             self._history.clear()
+        self._converted.clear()
 
     def clear_history(self) -> None:
         with self._lock:
