@@ -7,8 +7,8 @@ from paradigms_policy.diffusion.budget import DeadlinePolicy
 from paradigms_policy.diffusion.samplers import SAMPLER_NAMES, WarmStartState, make_sampler
 from paradigms_policy.diffusion.sequential import draw_noise, sample_sequential
 from paradigms_policy.diffusion.step_rules import make_step_rule
-from test_budget import FakeClock, seeded, timed
-from test_picard import ACTION_DIM, HORIZON, fake_denoiser, gmm_denoiser
+from conftest import FakeClock, seeded, timed
+from conftest import ACTION_DIM, HORIZON, fake_denoiser, gmm_denoiser
 
 
 def draws(sampler, batch=1, seed=0):
