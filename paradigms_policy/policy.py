@@ -21,7 +21,9 @@ import torch
 from .checkpoint import build_network, build_normalizer, load_checkpoint
 from .compat import observation_mismatches
 from .diffusion.inpaint import Inpainting, known_prefix
+from .diffusion.registry import AUTO, SAMPLERS, canonical_name
 from .diffusion.samplers import Sampler, make_sampler
+from .diffusion.selection import choose_sampler, measure_round_times, round_rows
 from .diffusion.sequential import draw_noise
 from .diffusion.types import SampleResult, SolveStats
 from .diffusion.warm_start import WarmStartState
@@ -85,11 +87,45 @@ class Policy:
 
     # ------------------------------------------------------------------ configuration
     def set_sampler(self, name: str, **overrides: Any) -> None:
-        """Switch sampler (schedule settings come from the checkpoint unless overridden); forgets the warm start."""
+        """Switch sampler (schedule settings come from the checkpoint unless overridden); forgets the warm start.
+
+        ``auto`` measures call times here and takes the sampler with the least expected latency
+        (diffusion/selection.py); ``sampler_choice_reason`` says what was chosen and why, and
+        solver overrides that do not apply to the chosen sampler are dropped (and named there).
+        """
         schedule = {key: self.noise_scheduler[key] for key in SCHEDULE_KEYS if key in self.noise_scheduler}
+        self.requested_sampler = name
+        if name == AUTO:
+            name, overrides, self.sampler_choice_reason = self._choose_sampler(schedule, overrides)
+        else:
+            canonical_name(name)  # unknown names fail here, naming the known ones
+            self.sampler_choice_reason = f"sampler {name!r} requested by name"
         self.sampler: Sampler = make_sampler(name, **{**schedule, **overrides})
         self.sampler_name = name
         self.warm_state = WarmStartState(rule=self.sampler.rule)
+
+    def _choose_sampler(self, schedule: dict[str, Any], overrides: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
+        """(chosen name, the overrides that apply to it, reason) for ``sampler: auto``."""
+        event = (1, self.horizon, self.action_dim)
+        numel = self.horizon * self.action_dim
+        obs = self._mean_observation(1)
+        nobs, _ = self._check_obs(obs)
+        self.denoiser.bind(self.network.global_cond({k: self.normalizer[k].normalize(v) for k, v in nobs.items()}))
+        probe_rule = make_sampler("ddim16_sequential", **schedule).rule
+        x_init, _ = draw_noise(probe_rule, event, device=self.device)
+        widths = {1} | {round_rows(spec, numel) for spec in SAMPLERS.values() if spec.measured is not None}
+        times = measure_round_times(self.denoiser, probe_rule, x_init, widths)
+        self.denoiser.reset_counters()
+        choice = choose_sampler(times, numel)
+        spec = SAMPLERS[choice.name]
+        allowed = set(SCHEDULE_KEYS) | {"kind", "num_inference_steps", "deadline_policy", "clip_sample_range"}
+        if spec.settings is not None:
+            allowed |= {f for f in spec.settings.__dataclass_fields__}
+        kept = {k: v for k, v in overrides.items() if k in allowed}
+        dropped = sorted(set(overrides) - set(kept))
+        reason = choice.reason + (f"; overrides {dropped} do not apply to it and were dropped" if dropped else "")
+        self.sampler_choice = choice
+        return choice.name, kept, reason
 
     def reset(self) -> None:
         """Forget the previous solution (new episode, stale observations): the next solve starts cold."""
@@ -218,8 +254,7 @@ class Policy:
     def warmup(self, batch: int = 1) -> None:
         """Allocate denoiser buffers and measure round times before the first deadline-bound call."""
         obs = self._mean_observation(batch)
-        windows = sorted({1, min(self.sampler.window, int(self.sampler.rule.num_steps))})
-        self.denoiser.warmup(windows, batch)
+        self.denoiser.warmup(self.sampler.call_widths(self.horizon * self.action_dim), batch)
         nobs, _ = self._check_obs(obs)
         self.denoiser.bind(self.network.global_cond({k: self.normalizer[k].normalize(v) for k, v in nobs.items()}))
         x_init, _ = draw_noise(self.sampler.rule, (batch, self.horizon, self.action_dim), device=self.device)

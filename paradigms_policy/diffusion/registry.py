@@ -33,7 +33,7 @@ class Measured:
 
     rounds_median: float
     rounds_p90: float
-    rows_per_round: float  # mean denoiser rows per round (the width a round's call has)
+    steps_per_round: float  # mean steps evaluated per round (nfe / rounds); Newton adds probe rows to these
     error_max: float  # max abs vs the sequential sample of the same rule and noise (normalized units)
 
 
