@@ -16,8 +16,7 @@ from paradigms_policy.execution import MODES as EXECUTION_MODES
 from paradigms_policy.execution import REPLAN_POLICIES
 
 # the names of paradigms_policy.diffusion.samplers.SAMPLER_NAMES (not imported: no torch at node start-up)
-SAMPLER_KINDS = ("ddpm_sequential", "ddim_sequential", "dpmsolver_sequential", "picard_cold", "picard_warm",
-                 "anderson_cold", "anderson_warm")
+SAMPLER_KINDS = ("ddpm100_sequential", "ddim16_sequential", "dpmsolver10_sequential", *(f"{u}_{r}_{s}" for u in ("picard", "anderson", "newton") for r in ("ddpm100", "ddim16", "dpmsolver10") for s in ("cold", "warm")), "ddpm_sequential", "ddim_sequential", "dpmsolver_sequential", "picard_cold", "picard_warm", "anderson_cold", "anderson_warm", "auto")  # noqa: E501
 DEADLINE_POLICIES = ("publish", "ddim_fallback", "keep_previous")
 
 INPUT_TYPES = ("joint_state", "image", "float32_multi_array")
