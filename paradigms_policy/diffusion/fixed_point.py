@@ -139,6 +139,9 @@ class TrajectoryState:
 
     With ``inpaint``, every stored state and every step output holds the known entries
     (``project``), so the solved map is M(F_j) and its fixed point the inpainted sample.
+    Multistep DPM-Solver++ (2M) steps need the previous step's x0 prediction: the window's
+    first step takes the stored one of step begin-1, so the fixed point is the sequential 2M
+    sample (ParaDiGMS uses a first-order step there, which is not).
     """
 
     def __init__(self, rule, x_init: Tensor, noise: Tensor, init_trajectory: Tensor | None,

@@ -57,7 +57,7 @@ class SamplerSpec:
 # Measured defaults per (update, rule): window, tolerance, abs floor, update settings.
 DEFAULT_SETTINGS: dict[tuple[str, str], LoopSettings] = {
     ("picard", "ddpm100"): Picard(window=32, tolerance=0.1, abs_tolerance=3e-3),
-    ("picard", "ddim16"): Picard(window=16, tolerance=0.1, abs_tolerance=3e-3),
+    ("picard", "ddim16"): Picard(window=16, tolerance=0.01, abs_tolerance=1e-3),
     ("picard", "dpmsolver10"): Picard(window=10, tolerance=0.1, abs_tolerance=3e-3),
     ("anderson", "ddpm100"): Anderson(window=100, tolerance=0.01, abs_tolerance=1e-3),
     ("anderson", "ddim16"): Anderson(window=16, tolerance=0.01, abs_tolerance=1e-3),
