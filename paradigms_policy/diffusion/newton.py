@@ -34,7 +34,7 @@ class Newton(LoopSettings):
 
     window: int = 100
     tolerance: float = 0.1
-    abs_tolerance: float | None = 2e-2
+    abs_tolerance: float | None = 1e-2
     fd_step: float = 1e-3
     jacobian_every: int = 1
 

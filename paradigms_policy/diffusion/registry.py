@@ -62,9 +62,9 @@ DEFAULT_SETTINGS: dict[tuple[str, str], LoopSettings] = {
     ("anderson", "ddpm100"): Anderson(window=100, tolerance=0.01, abs_tolerance=1e-3),
     ("anderson", "ddim16"): Anderson(window=16, tolerance=0.01, abs_tolerance=1e-3),
     ("anderson", "dpmsolver10"): Anderson(window=10, tolerance=0.01, abs_tolerance=1e-3),
-    ("newton", "ddpm100"): Newton(window=100),
-    ("newton", "ddim16"): Newton(window=16),
-    ("newton", "dpmsolver10"): Newton(window=10),
+    ("newton", "ddpm100"): Newton(window=100, tolerance=0.1, abs_tolerance=1e-2),
+    ("newton", "ddim16"): Newton(window=16, tolerance=0.1, abs_tolerance=1e-2),
+    ("newton", "dpmsolver10"): Newton(window=10, tolerance=0.01, abs_tolerance=1e-3),
 }
 
 # (update, rule, warm) -> study figures; filled from STUDY_SOURCE
