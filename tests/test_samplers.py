@@ -174,7 +174,7 @@ def test_newton_warmup_times_its_probe_rows():
     s.warmup(den, x_init, repeats=1)
     d = HORIZON * ACTION_DIM
     assert s.round_times.known_windows() == [1, 16]  # keyed by window, timed at the call's real width
-    assert den.calls["windows"] == [1, 16 + 15 * d]
+    assert den.calls["windows"] == [1, 1, 16 + 15 * d, 16 + 15 * d]  # an untimed first call per width
     assert s.call_widths(d) == [1, 16 + 15 * d]
 
 

@@ -25,6 +25,7 @@ from .budget import DEFAULT_DEADLINE_POLICY, Clock, DeadlinePolicy, RoundTimeEst
 from .fixed_point import LoopSettings, solve_fixed_point
 from .inpaint import Inpainting, apply_inpainting
 from .registry import ALIASES, AUTO, SAMPLER_NAMES, SAMPLERS, SamplerSpec, canonical_name
+from .selection import measure_round_times
 from .sequential import sample_sequential
 from .step_rules import make_step_rule
 from .types import Denoiser, SampleResult
@@ -66,9 +67,6 @@ class Sampler:
     @property
     def is_parallel(self) -> bool:
         return self.settings is not None
-
-    def event_numel(self, x: Tensor) -> int:
-        return int(x[0].numel())
 
     def call_widths(self, event_numel: int) -> list[int]:
         """Widths of the batched calls a solve makes at full window and at width 1."""
@@ -134,22 +132,11 @@ class Sampler:
         if not self.is_parallel:
             return
         s = int(self.rule.num_steps)
-        for w in sorted({1, min(self.window, s)}):
-            rows = self.settings.rows_per_round(w, self.event_numel(x_init))
-            self.round_times.seed(w, time_call(denoise, self.rule, x_init, rows, repeats))
-
-
-def time_call(denoise: Denoiser, rule, x_init: Tensor, rows: int, repeats: int = 2) -> float:
-    """Best of ``repeats`` wall times of one batched call of ``rows`` rows."""
-    x = x_init.unsqueeze(0).expand(rows, *x_init.shape).contiguous()
-    t = rule.timesteps.to(x_init.device)[torch.arange(rows, device=x_init.device) % int(rule.num_steps)]
-    best = float("inf")
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            denoise(x, t)
-        best = min(best, time.perf_counter() - t0)
-    return best
+        windows = sorted({1, min(self.window, s)})
+        rows = {w: self.settings.rows_per_round(w, int(x_init[0].numel())) for w in windows}
+        times = measure_round_times(denoise, self.rule, x_init, rows.values(), repeats, max_rows=max(rows.values()))
+        for w in windows:
+            self.round_times.seed(w, times[rows[w]])
 
 
 def ddim_fallback_rule(schedule_config: dict[str, Any], steps: int):
