@@ -23,7 +23,7 @@ from .compat import observation_mismatches
 from .diffusion.inpaint import Inpainting, known_prefix
 from .diffusion.registry import AUTO, SAMPLERS, canonical_name
 from .diffusion.samplers import Sampler, make_sampler
-from .diffusion.selection import choose_sampler, measure_round_times, round_rows
+from .diffusion.selection import candidates, choose_sampler, measure_round_times, round_rows
 from .diffusion.sequential import draw_noise
 from .diffusion.types import SampleResult, SolveStats
 from .diffusion.warm_start import WarmStartState
@@ -99,6 +99,7 @@ class Policy:
             name, overrides, self.sampler_choice_reason = self._choose_sampler(schedule, overrides)
         else:
             canonical_name(name)  # unknown names fail here, naming the known ones
+            self.sampler_choice = None
             self.sampler_choice_reason = f"sampler {name!r} requested by name"
         self.sampler: Sampler = make_sampler(name, **{**schedule, **overrides})
         self.sampler_name = name
@@ -113,7 +114,7 @@ class Policy:
         self.denoiser.bind(self.network.global_cond({k: self.normalizer[k].normalize(v) for k, v in nobs.items()}))
         probe_rule = make_sampler("ddim16_sequential", **schedule).rule
         x_init, _ = draw_noise(probe_rule, event, device=self.device)
-        widths = {1} | {round_rows(spec, numel) for spec in SAMPLERS.values() if spec.measured is not None}
+        widths = {round_rows(spec, numel) for spec in candidates().values()}
         times = measure_round_times(self.denoiser, probe_rule, x_init, widths)
         self.denoiser.reset_counters()
         choice = choose_sampler(times, numel)
