@@ -32,19 +32,20 @@ from .types import Denoiser, SampleResult, SolveStats
 # --------------------------------------------------------------------------- settings and rules
 @dataclass(frozen=True)
 class LoopSettings:
-    """What every parallel solve needs: window width, tolerances, optional round cap."""
+    """What every parallel solve needs: window width, tolerances (criteria.py), optional round cap."""
 
     window: int = 16
     tolerance: float = 0.1
     abs_tolerance: float | None = None
     max_rounds: int | None = None
+    max_abs_tolerance: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
             raise ValueError(f"window must be an integer >= 1, got {self.window!r}")
         if self.max_rounds is not None and (not isinstance(self.max_rounds, int) or self.max_rounds < 0):
             raise ValueError(f"max_rounds must be None or an integer >= 0, got {self.max_rounds!r}")
-        check_tolerances(self.tolerance, self.abs_tolerance)
+        check_tolerances(self.tolerance, self.abs_tolerance, self.max_abs_tolerance)
 
     def start(self, state: "TrajectoryState") -> "RoundUpdate":
         """Per-solve update object (keeps whatever the rule remembers between rounds)."""
@@ -301,7 +302,8 @@ def solve_fixed_point(
     """
     validate_solver_inputs(rule, x_init, noise, method.window, init_trajectory, method.max_rounds)
     validate_deadline(deadline)
-    criterion = ConvergenceCriterion(rule.error_var.to(x_init.device), method.tolerance, method.abs_tolerance)
+    criterion = ConvergenceCriterion(rule.error_var.to(x_init.device), method.tolerance, method.abs_tolerance,
+                                     method.max_abs_tolerance)
     start = clock()
     guard = DeadlineGuard(deadline, clock, round_time_estimator)
     state = TrajectoryState(rule, x_init, noise, init_trajectory, inpaint)

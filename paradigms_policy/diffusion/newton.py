@@ -35,6 +35,7 @@ class Newton(LoopSettings):
     window: int = 100
     tolerance: float = 0.1
     abs_tolerance: float | None = 1e-2
+    max_abs_tolerance: float | None = 5e-2
     fd_step: float = 1e-3
     jacobian_every: int = 1
 
@@ -138,13 +139,14 @@ class NewtonRound:
 def solve_newton(denoise: Denoiser, rule, x_init: Tensor, noise: Tensor, *,
                  window: int = Newton.window, tolerance: float = Newton.tolerance,
                  abs_tolerance: float | None = Newton.abs_tolerance, max_rounds: int | None = None,
-                 fd_step: float = Newton.fd_step, jacobian_every: int = Newton.jacobian_every,
+                 max_abs_tolerance: float | None = Newton.max_abs_tolerance, fd_step: float = Newton.fd_step,
+                 jacobian_every: int = Newton.jacobian_every,
                  init_trajectory: Tensor | None = None, deadline: float | None = None,
                  clock: Clock = time.perf_counter, round_time_estimator: RoundTimeEstimator | None = None,
                  inpaint: Inpainting | None = None, observer=None) -> SampleResult:
     """Solve all S steps with sliding-window Newton iteration (finite-difference Jacobians)."""
     method = Newton(window=window, tolerance=tolerance, abs_tolerance=abs_tolerance, max_rounds=max_rounds,
-                    fd_step=fd_step, jacobian_every=jacobian_every)
+                    max_abs_tolerance=max_abs_tolerance, fd_step=fd_step, jacobian_every=jacobian_every)
     return solve_fixed_point(denoise, rule, x_init, noise, method, init_trajectory=init_trajectory,
                              deadline=deadline, clock=clock, round_time_estimator=round_time_estimator,
                              inpaint=inpaint, observer=observer)

@@ -62,9 +62,9 @@ DEFAULT_SETTINGS: dict[tuple[str, str], LoopSettings] = {
     ("anderson", "ddpm100"): Anderson(window=100, tolerance=0.01, abs_tolerance=1e-3),
     ("anderson", "ddim16"): Anderson(window=16, tolerance=0.01, abs_tolerance=1e-3),
     ("anderson", "dpmsolver10"): Anderson(window=10, tolerance=0.01, abs_tolerance=1e-3),
-    ("newton", "ddpm100"): Newton(window=100, tolerance=0.1, abs_tolerance=1e-2),
-    ("newton", "ddim16"): Newton(window=16, tolerance=0.1, abs_tolerance=1e-2),
-    ("newton", "dpmsolver10"): Newton(window=10, tolerance=0.01, abs_tolerance=1e-3),
+    ("newton", "ddpm100"): Newton(window=100, tolerance=0.1, abs_tolerance=1e-2, max_abs_tolerance=5e-2),
+    ("newton", "ddim16"): Newton(window=16, tolerance=0.1, abs_tolerance=1e-2, max_abs_tolerance=5e-2),
+    ("newton", "dpmsolver10"): Newton(window=10, tolerance=0.01, abs_tolerance=1e-3, max_abs_tolerance=5e-2),
 }
 
 # (update, rule, warm) -> figures on episodes 2-5 (28 cold, 24 warm cycles; warm figures are the warm solves,
