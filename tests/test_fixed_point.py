@@ -92,3 +92,15 @@ def test_loop_settings_are_checked_when_made(settings, match):
 def test_settings_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         Picard().window = 3
+
+
+def test_max_abs_test_catches_one_far_off_coordinate():
+    from paradigms_policy.diffusion.criteria import ConvergenceCriterion
+
+    delta = torch.zeros(1, 1, HORIZON, ACTION_DIM, dtype=torch.float64)
+    delta[0, 0, 2, 1] = 0.1  # RMS 0.1 / sqrt(24) = 0.02
+    var = torch.ones(1, dtype=torch.float64)
+    assert bool(ConvergenceCriterion(var, 0.0, 0.025).evaluate(delta, 0).converged.all())
+    assert not bool(ConvergenceCriterion(var, 0.0, 0.025, max_abs_tolerance=0.05).evaluate(delta, 0).converged.any())
+    with pytest.raises(ValueError, match="max_abs_tolerance"):
+        Newton(max_abs_tolerance=-1.0)
