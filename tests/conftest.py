@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 
 def make_bimodal_episodes(n_episodes: int = 12, length: int = 40, seed: int = 0) -> list[dict[str, np.ndarray]]:
@@ -419,3 +420,103 @@ def driver(ros_session):
     drv = PolicyNodeDriver()
     yield drv
     drv.close()
+# --------------------------------------------------------------------------- diffusion solver helpers
+# Small deterministic problems shared by the solver tests (``from conftest import problem, ...``).
+HORIZON, ACTION_DIM = 8, 3
+
+
+def fake_denoiser(seed: int = 0, dtype=torch.float64, shift: float = 0.0):
+    """Small deterministic nonlinear 'network': mixes the horizon and the action dims.
+
+    `shift` plays the role of the observation conditioning.
+    """
+    g = torch.Generator().manual_seed(seed)
+    mix_t = torch.randn(HORIZON, HORIZON, generator=g, dtype=dtype) / HORIZON**0.5
+    mix_a = torch.randn(ACTION_DIM, ACTION_DIM, generator=g, dtype=dtype) / ACTION_DIM**0.5
+    calls = {"n": 0, "windows": []}
+
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # x: [W,B,H,A], t: Long[W]
+        calls["n"] += 1
+        calls["windows"].append(x.shape[0])
+        tt = (t.to(dtype) / 100.0).reshape(-1, 1, 1, 1)
+        h = torch.einsum("hk,wbka,ac->wbhc", mix_t, x, mix_a)
+        return 0.8 * torch.tanh(h + tt + shift) + 0.3 * x * torch.cos(3 * tt)
+
+    denoise.calls = calls
+    return denoise
+
+
+def gmm_denoiser(rule, phase: float = 0.0, std: float = 0.1):
+    """Exact epsilon of a two-mode Gaussian mixture of smooth trajectories (a 'perfect network').
+
+    The modes are smooth functions of absolute action time; ``phase`` shifts time, so a
+    later control cycle sees the same curves advanced along the horizon.
+    """
+    abar = rule.schedule.alphas_cumprod
+    calls = {"n": 0, "windows": []}
+
+    def means(dtype):
+        h = torch.arange(HORIZON, dtype=dtype) / HORIZON + phase
+        a = torch.arange(ACTION_DIM, dtype=dtype)
+        up = 0.6 * torch.sin(3 * h[:, None] + a[None, :])
+        down = -0.5 * torch.cos(2 * h[:, None] + a[None, :])
+        return torch.stack([up, down])  # [K=2, H, A]
+
+    def denoise(x, t):  # x: [W,B,H,A]
+        calls["n"] += 1
+        calls["windows"].append(x.shape[0])
+        ab = abar[t].to(x.dtype).reshape(-1, 1, 1, 1, 1)  # [W,1,1,1,1] over [W,B,K,H,A]
+        mu = means(x.dtype)[None, None]
+        var = ab * std**2 + (1 - ab)
+        d = x.unsqueeze(2) - ab.sqrt() * mu
+        w = torch.softmax(-(d**2 / var).sum((-1, -2)) / 2, dim=2)[..., None, None]
+        x0 = (w * (mu + ab.sqrt() * std**2 / var * d)).sum(2)
+        return (x - ab[:, :, 0].sqrt() * x0) / (1 - ab[:, :, 0]).sqrt()
+
+    denoise.calls = calls
+    return denoise
+
+
+def problem(kind: str, steps: int, batch: int = 2, seed: int = 1):
+    """(rule, x_init [B,H,A], noise [S,B,H,A]) in float64 for a rule of ``kind`` with ``steps`` steps."""
+    from paradigms_policy.diffusion.sequential import draw_noise
+    from paradigms_policy.diffusion.step_rules import make_step_rule
+
+    rule = make_step_rule(kind, steps)
+    g = torch.Generator().manual_seed(seed)
+    x_init, noise = draw_noise(rule, (batch, HORIZON, ACTION_DIM), generator=g, dtype=torch.float64)
+    return rule, x_init, noise
+
+
+# Deterministic deadlines: a fake clock advanced by the denoiser by a known cost per call.
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def cost(w: int) -> float:
+    return 0.1 + 0.3 * w  # seconds per batched call of width w
+
+
+def timed(denoise, clock):
+    def call(x, t):
+        clock.now += cost(x.shape[0])
+        return denoise(x, t)
+    return call
+
+
+def seeded(*windows):
+    from paradigms_policy.diffusion.budget import RoundTimeEstimator
+
+    est = RoundTimeEstimator()
+    for w in windows:
+        est.seed(w, cost(w))
+    return est
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()
