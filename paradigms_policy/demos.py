@@ -3,8 +3,9 @@
     paradigms-demos task=lift episodes=200 seed=0 out_dir=runs/demos
 
 Runs the task's scripted expert for ``episodes`` seeded episodes, keeps the successful ones
-(unless keep_failed=true), writes ``out_dir/<task>_demos.hdf5`` (robomimic layout with env_args,
-states, actions, obs/*, mask/train|valid), converts it to ``out_dir/<task>_demos.zarr`` and
+(unless keep_failed=true), writes ``out_dir/<task>_demos.hdf5`` (robomimic layout, as robomimic's own
+scripts write it: env_args, total, per-demo num_samples and model_file, states, actions, rewards,
+dones, obs/*, next_obs/*, mask/train|valid), converts it to ``out_dir/<task>_demos.zarr`` and
 writes ``out_dir/<task>_demos.json`` with the expert's success rate and episode lengths.
 """
 
@@ -25,7 +26,8 @@ from paradigms_policy.sim.experts import ScriptedExpert, make_expert
 
 @dataclass
 class DemoResult:
-    episode: dict[str, Any]  # obs {key: [T,...]}, actions [T,7], states [T,S], rewards [T], dones [T]
+    episode: dict[str, Any]  # obs/next_obs {key: [T,...]}, actions [T,7], states [T,S], rewards [T], dones [T],
+    # model_file / ep_meta (robomimic demo attributes) when the env has them
     success: bool  # task solved and still solved at the last recorded step
     first_success_step: int | None  # 1-based step at which the task was first solved
     seconds: float
@@ -50,8 +52,12 @@ def record_episode(
     Like robosuite's human-demo collection, recording continues briefly after success so that
     demonstrations show what to do once the goal is reached.
     """
+    from paradigms_policy.data.robomimic_hdf5 import next_obs_from
+
     start = time.perf_counter()
     obs, _ = env.reset(seed=env_seed)
+    model_file = env.model_xml() if hasattr(env, "model_xml") else None  # robosuite's DataCollectionWrapper does this
+    ep_meta = env.ep_meta() if hasattr(env, "ep_meta") else None
     obs_rows: dict[str, list[np.ndarray]] = {k: [] for k in obs}
     actions, states, rewards, successes = [], [], [], []
     first_success: int | None = None
@@ -70,8 +76,12 @@ def record_episode(
             break
     dones = np.zeros(len(actions), dtype=np.int64)
     dones[-1] = 1
+    observations = {k: np.stack(v).astype(np.float32) for k, v in obs_rows.items()}
     episode = {
-        "obs": {k: np.stack(v).astype(np.float32) for k, v in obs_rows.items()},
+        "obs": observations,
+        "next_obs": next_obs_from(observations, {k: np.asarray(v, dtype=np.float32) for k, v in obs.items()}),
+        "model_file": model_file,
+        "ep_meta": ep_meta,
         "actions": np.stack(actions).astype(np.float32),
         "states": np.stack(states),
         "rewards": np.asarray(rewards, dtype=np.float32),

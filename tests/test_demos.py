@@ -45,6 +45,9 @@ def test_hdf5_has_robomimic_layout(lift_demos):
         assert episode["states"].shape[0] == T and episode["states"].ndim == 2
         assert episode["dones"][-1] == 1 and episode["dones"][:-1].sum() == 0
         assert episode["rewards"].max() == 1.0  # the sparse reward of a successful episode
+        assert episode["num_samples"] == T and episode["model_file"].startswith("<mujoco")
+        for key, obs in episode["obs"].items():  # next_obs[t] is the observation after action t
+            np.testing.assert_array_equal(episode["next_obs"][key][:-1], obs[1:])
         # the cube ends up lifted: above the table by more than robosuite's 4 cm margin
         assert episode["obs"]["object"][-1, 2] > episode["obs"]["object"][0, 2] + 0.02
 
@@ -66,6 +69,49 @@ def test_states_replay_to_the_recorded_observations(lift_demos):
     moved = np.abs(episode["obs"]["robot0_eef_pos"][-1] - episode["obs"]["robot0_eef_pos"][0]).max()
     assert moved > 0.05
     env.close()
+
+
+class _CountingEnv:
+    """obs["t"] counts steps; the task succeeds at step 3 (a stand-in for a simulator in record_episode)."""
+
+    def reset(self, seed=None):
+        self.t = 0
+        return {"t": np.array([0.0])}, {}
+
+    def get_state(self):
+        return np.array([float(self.t)])
+
+    def step(self, action):
+        self.t += 1
+        return {"t": np.array([float(self.t)])}, float(self.t >= 3), False, False, {"is_success": self.t >= 3}
+
+
+class _ZeroExpert:
+    def act(self, obs):
+        return np.zeros(2, dtype=np.float32)
+
+
+def test_last_next_obs_is_the_observation_after_the_last_action():
+    """As robomimic's dataset_states_to_obs.py writes it: next_obs[t] follows action t, the last row included."""
+    from paradigms_policy.demos import record_episode
+
+    result = record_episode(_CountingEnv(), _ZeroExpert(), 0, max_steps=20, hold_steps=2)
+    episode = result.episode
+    assert result.success and result.first_success_step == 3
+    np.testing.assert_array_equal(episode["obs"]["t"][:, 0], [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(episode["next_obs"]["t"][:, 0], [1, 2, 3, 4, 5])
+    np.testing.assert_array_equal(episode["states"][:, 0], [0, 1, 2, 3, 4])
+    assert episode["model_file"] is None  # an env without a MuJoCo model
+
+
+def test_robomimic_sequence_dataset_reads_the_demos(lift_demos, robomimic_reader):
+    """Issue 12: robomimic's SequenceDataset with default arguments (next_obs loaded) reads paradigms-demos files."""
+    keys = ["object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"]
+    for filter_key in (None, "train", "valid"):
+        reader = robomimic_reader(lift_demos / "lift_demos.hdf5", keys, filter_by_attribute=filter_key)
+        item = reader[len(reader) - 1]
+        assert item["actions"].shape == (1, 7) and item["next_obs"]["object"].shape == (1, 10)
+    assert reader.env_meta()["env_name"] == "Lift" and reader.shape_meta()["ac_dim"] == 7
 
 
 def test_zarr_matches_hdf5(lift_demos):
