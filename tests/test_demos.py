@@ -153,6 +153,47 @@ def test_bad_arguments_are_rejected(tmp_path):
     from paradigms_policy.demos import generate_demos
 
     with pytest.raises(ValueError, match="no scripted expert"):
-        generate_demos("pusht", 1, 0, tmp_path)
+        generate_demos("stack", 1, 0, tmp_path)
     with pytest.raises(ValueError, match="episodes"):
         generate_demos("lift", 0, 0, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def pusht_demos(tmp_path_factory):
+    """One PushT demonstration from the scripted pusher (about a second)."""
+    from paradigms_policy.demos import generate_demos
+
+    out_dir = tmp_path_factory.mktemp("pusht_demos")
+    summary = generate_demos("pusht", 1, 0, out_dir, progress=False)
+    return out_dir, summary
+
+
+def test_pusht_demos_are_robomimic_gym_datasets(pusht_demos, robomimic_reader):
+    from paradigms_policy.data.robomimic_hdf5 import read_robomimic_hdf5
+
+    out_dir, summary = pusht_demos
+    assert summary["expert_success_rate"] == 1.0 and summary["hold_steps_after_success"] == 0
+    episodes, env_args, _ = read_robomimic_hdf5(out_dir / "pusht_demos.hdf5")
+    assert env_args["type"] == 2 and env_args["env_name"] == "gym_pusht/PushT-v0"  # robomimic's EnvType.GYM_TYPE
+    assert env_args["env_kwargs"]["obs_type"] == "environment_state_agent_pos"
+    episode = episodes[0]
+    T = len(episode["actions"])
+    assert episode["actions"].shape == (T, 2) and episode["states"].shape == (T, 5)
+    assert {k: v.shape[1:] for k, v in episode["next_obs"].items()} == {"agent_pos": (2,), "keypoint": (8, 2)}
+    assert episode["rewards"][-1] == 1.0 and episode["rewards"][:-1].max() < 1.0  # ends at the first success
+    reader = robomimic_reader(out_dir / "pusht_demos.hdf5", ["agent_pos", "keypoint"])
+    assert reader[T - 1]["next_obs"]["keypoint"].shape == (1, 8, 2)
+
+
+def test_pusht_states_replay_exactly(pusht_demos):
+    from paradigms_policy.data.robomimic_hdf5 import read_robomimic_hdf5
+    from paradigms_policy.sim.pusht import make_pusht_env
+
+    out_dir, _ = pusht_demos
+    episode = read_robomimic_hdf5(out_dir / "pusht_demos.hdf5")[0][0]
+    env = make_pusht_env()
+    for t in (0, len(episode["actions"]) // 2, len(episode["actions"]) - 1):
+        obs = env.reset_to_state(episode["states"][t])
+        np.testing.assert_allclose(obs["keypoint"], episode["obs"]["keypoint"][t], atol=1e-3)
+        np.testing.assert_allclose(obs["agent_pos"], episode["obs"]["agent_pos"][t], atol=1e-3)
+    env.close()

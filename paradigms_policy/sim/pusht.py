@@ -73,9 +73,19 @@ class PushTLowDimEnv(gym.Env):
         return self._env.render()
 
     def get_state(self) -> np.ndarray:
-        """[agent x, agent y, block x, block y, block angle]: gym-pusht's ``reset_to_state`` format (robomimic ``states``)."""
+        """[agent x, agent y, block x, block y, block angle]: gym-pusht's ``reset_to_state`` format (robomimic ``states``).
+
+        gym-pusht's reset places the block (angle 0) at the given position and THEN sets the angle,
+        which pymunk does about the centre of gravity, so the block's own position is not what
+        ``reset_to_state`` wants: the returned x, y are the ones that land the block where it is now.
+        """
         env = self._env
-        return np.array([*env.agent.position, *env.block.position, env.block.angle], dtype=np.float64)
+        angle = float(env.block.angle)
+        cog = np.asarray(env.block.center_of_gravity, dtype=np.float64)
+        c, s = np.cos(angle), np.sin(angle)
+        position = np.asarray(env.block.position, dtype=np.float64) - cog + np.array([c * cog[0] - s * cog[1],
+                                                                                     s * cog[0] + c * cog[1]])
+        return np.array([*env.agent.position, *position, angle], dtype=np.float64)
 
     def reset_to_state(self, state: np.ndarray) -> dict[str, np.ndarray]:
         """Put agent and block where a ``get_state`` row says; returns the observation there (for replay)."""

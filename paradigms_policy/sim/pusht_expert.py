@@ -80,6 +80,19 @@ def wall_overlap(pose: np.ndarray) -> np.ndarray:
     return (np.clip(ARENA[0] - corners, 0, None) + np.clip(corners - ARENA[1], 0, None)).sum((-1, -2))
 
 
+def wall_clearance(pose: np.ndarray) -> np.ndarray:
+    """Smallest distance [px] between the T's corners of pose(s) [..., 3] and the walls."""
+    corners = keypoints_of(pose)
+    return np.minimum(corners - ARENA[0], ARENA[1] - corners).min((-1, -2))
+
+
+def unjam_scores(pose: np.ndarray, usable: np.ndarray, distance: float = 20.0) -> tuple[np.ndarray, np.ndarray]:
+    """(gain in wall clearance of a ``distance`` px push, that distance) per contact; -inf where not ``usable``."""
+    outcomes = push_outcomes(pose, CONTACTS_BODY, CONTACT_NORMALS_BODY, np.array([distance]))[:, 0]
+    gain = wall_clearance(outcomes) - wall_clearance(pose)
+    return np.where(usable, gain, -np.inf), np.full(len(usable), distance)
+
+
 def _edge_normals(polygon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(edge start points, outward unit normals) of a counter-clockwise polygon."""
     d = np.roll(polygon, -1, axis=0) - polygon
@@ -249,6 +262,64 @@ def plan_path(start: np.ndarray, goal: np.ndarray, hull: np.ndarray) -> list[np.
 
 
 GRID_CELL = 6.0  # px, the fallback planner's grid
+_FREE_CACHE: dict[tuple, np.ndarray] = {}
+
+
+def free_cells(pose: np.ndarray, margin: float) -> np.ndarray:
+    """[n, n] grid cells whose centre is in the workspace and ``margin`` px clear of the block (cached per pose)."""
+    key = (*np.round(pose, 6).tolist(), round(float(margin), 6))
+    if key not in _FREE_CACHE:
+        n = int(np.ceil(512.0 / GRID_CELL))
+        flat = ((np.stack(np.meshgrid(np.arange(n), np.arange(n), indexing="ij"), -1) + 0.5) * GRID_CELL).reshape(-1, 2)
+        clearance = point_polygon_distance((flat - pose[:2]) @ rot(pose[2]), OUTLINE_BODY)
+        _FREE_CACHE.clear()  # one pose at a time: the block has not moved while several contacts are tried
+        _FREE_CACHE[key] = (in_workspace(flat) & (clearance >= PUSHER_RADIUS + margin)).reshape(n, n)
+    return _FREE_CACHE[key].copy()
+
+
+def _grid_index(points: np.ndarray) -> np.ndarray:
+    n = int(np.ceil(512.0 / GRID_CELL))
+    return np.clip((np.asarray(points) // GRID_CELL).astype(int), 0, n - 1)
+
+
+def wave(free: np.ndarray, source: tuple[int, int], stop: tuple[int, int] | None = None) -> np.ndarray:
+    """Breadth-first step counts (8-connected) from ``source`` over ``free`` cells; -1 where unreachable."""
+    level = np.full(free.shape, -1, dtype=np.int64)
+    level[source] = 0
+    front = np.zeros(free.shape, dtype=bool)
+    front[source] = True
+    step = 0
+    while front.any() and (stop is None or level[stop] < 0):
+        step += 1
+        grown = front.copy()
+        grown[1:] |= front[:-1]
+        grown[:-1] |= front[1:]
+        grown[:, 1:] |= grown[:, :-1].copy()
+        grown[:, :-1] |= grown[:, 1:].copy()
+        front = grown & free & (level < 0)
+        level[front] = step
+    return level
+
+
+def _unlock_start(free: np.ndarray, start: np.ndarray, pose: np.ndarray) -> None:
+    """Let the pusher leave from where it is even when it touches the block (cells near it, barely clear)."""
+    n = free.shape[0]
+    i, j = _grid_index(start)
+    lo_i, hi_i, lo_j, hi_j = max(i - 3, 0), min(i + 4, n), max(j - 3, 0), min(j + 4, n)
+    ii, jj = np.meshgrid(np.arange(lo_i, hi_i), np.arange(lo_j, hi_j), indexing="ij")
+    centres = (np.stack([ii, jj], -1).reshape(-1, 2) + 0.5) * GRID_CELL
+    clear = point_polygon_distance((centres - pose[:2]) @ rot(pose[2]), OUTLINE_BODY) >= PUSHER_RADIUS - 4.0
+    free[ii.reshape(-1)[clear], jj.reshape(-1)[clear]] = True
+    free[i, j] = True
+
+
+def reachable(start: np.ndarray, points: np.ndarray, pose: np.ndarray, margin: float = 1.0) -> np.ndarray:
+    """Which of ``points`` [N, 2] the pusher can reach from ``start`` without touching the block (grid wave)."""
+    free = free_cells(pose, margin)
+    _unlock_start(free, start, pose)
+    level = wave(free, tuple(_grid_index(start)))
+    cells = _grid_index(points)
+    return level[cells[:, 0], cells[:, 1]] >= 0
 
 
 def grid_path(start: np.ndarray, goal: np.ndarray, pose: np.ndarray, margin: float = 2.0) -> list[np.ndarray] | None:
@@ -260,27 +331,12 @@ def grid_path(start: np.ndarray, goal: np.ndarray, pose: np.ndarray, margin: flo
     """
     n = int(np.ceil(512.0 / GRID_CELL))
     centres = (np.stack(np.meshgrid(np.arange(n), np.arange(n), indexing="ij"), -1) + 0.5) * GRID_CELL  # [n, n, 2]
-    flat = centres.reshape(-1, 2)
-    R = rot(pose[2])
-    free = in_workspace(flat) & (point_polygon_distance((flat - pose[:2]) @ R, OUTLINE_BODY) >= PUSHER_RADIUS + margin)
-    free = free.reshape(n, n)
-    si, sj = np.clip((start // GRID_CELL).astype(int), 0, n - 1)
-    gi, gj = np.clip((goal // GRID_CELL).astype(int), 0, n - 1)
-    free[si, sj] = free[gi, gj] = True
-    level = np.full((n, n), -1, dtype=np.int64)
-    level[gi, gj] = 0
-    front = np.zeros((n, n), dtype=bool)
-    front[gi, gj] = True
-    step = 0
-    while front.any() and level[si, sj] < 0:
-        step += 1
-        grown = front.copy()
-        grown[1:] |= front[:-1]
-        grown[:-1] |= front[1:]
-        grown[:, 1:] |= grown[:, :-1].copy()
-        grown[:, :-1] |= grown[:, 1:].copy()
-        front = grown & free & (level < 0)
-        level[front] = step
+    free = free_cells(pose, margin)
+    _unlock_start(free, start, pose)
+    si, sj = _grid_index(start)
+    gi, gj = _grid_index(goal)
+    free[gi, gj] = True
+    level = wave(free, (gi, gj), stop=(si, sj))
     if level[si, sj] < 0:
         return None
     cells = [(si, sj)]
@@ -372,7 +428,12 @@ class PushTExpert:
         R = rot(pose[2])
         centres = (CONTACTS_BODY + CONTACT_NORMALS_BODY * PUSHER_RADIUS) @ R.T + pose[:2]
         travel = np.linalg.norm(centres - agent, axis=1)
-        reduction = np.where(in_workspace(centres), reduction, -np.inf)
+        # contacts the pusher can get to: in the workspace and joined to it by free space (not shut in by a wall)
+        entry = np.clip(centres + (CONTACT_NORMALS_BODY @ R.T) * 4.0, WORKSPACE[0] + 1.0, WORKSPACE[1] - 1.0)
+        ok = in_workspace(centres) & reachable(agent, entry, pose)
+        reduction = np.where(ok, reduction, -np.inf)
+        if ok.any() and reduction.max() <= 0.2:  # jammed against the walls: first push the T clear of them
+            reduction, push = unjam_scores(pose, ok)
         if touching is not None and self.contact is not None and \
                 np.linalg.norm(centres[touching] - centres[self.contact]) < 12.0:
             self.contact = touching  # the contact slides along the edge while pushing
@@ -387,7 +448,7 @@ class PushTExpert:
         for index, until in self._banned.items():
             if until >= self._steps:
                 rate[index] = -np.inf
-        for _ in range(30):  # a contact whose way is blocked by a wall is dropped and another chosen
+        for _ in range(10):  # a contact whose way is blocked by a wall is dropped and another chosen
             if self.contact is None:
                 keep = False
             elif touching is not None:  # pushing: go on while this push is still among the best ones
@@ -439,11 +500,12 @@ class PushTExpert:
         None when walls leave no way there.
         """
         s = self.style
+        inner = (WORKSPACE[0] + 1.0, WORKSPACE[1] - 1.0)
         if self._path and self._path_contact == self.contact and \
                 np.abs(self._path_pose - pose).max() < 1.0 and np.abs(self._path_pose[2] - pose[2]) < 0.01:
             waypoints = self._path  # follow the plan made for this contact while the block stays put
         else:
-            approach = contact_pose + normal * s.clearance
+            approach = np.clip(contact_pose + normal * s.clearance, *inner)  # less clearance next to a wall
             if (np.linalg.norm(agent - contact_pose) <= np.linalg.norm(approach - contact_pose) + 2.0
                     and segment_clear(agent, contact_pose, pose, -1.0)):
                 waypoints = [contact_pose]  # in the corridor in front of the contact: go in
@@ -452,11 +514,11 @@ class PushTExpert:
             else:
                 around = self._around(agent, pose, approach, normal)
                 if around is None:  # walls or the T's corners in the way: plan on a grid instead
-                    around = grid_path(agent, approach, pose, min(2.0, s.clearance - 1.0))
+                    around = grid_path(agent, approach, pose, 1.0)  # the margin reachable() uses
                 if around is None:
                     return None
                 waypoints = around + [contact_pose]
-            waypoints = [np.clip(wp, WORKSPACE[0] + 1.0, WORKSPACE[1] - 1.0) for wp in waypoints]
+            waypoints = [np.clip(wp, *inner) for wp in waypoints]
             self._path, self._path_contact, self._path_pose = waypoints, self.contact, pose.copy()
         while len(waypoints) > 1 and np.linalg.norm(waypoints[0] - agent) <= 3.0:
             waypoints.pop(0)
@@ -476,7 +538,7 @@ class PushTExpert:
             start = _exit_point(agent, away, hull)
             waypoints.append(start)
         end = self._pocket_exit(approach, normal, pose, hull) if _inside_convex(approach, hull) else approach
-        if end is None or not in_workspace(approach, 4.0):
+        if end is None:
             return None
         path = plan_path(start, end, hull)
         return None if path is None else waypoints + path + ([approach] if end is not approach else [])
