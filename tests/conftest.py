@@ -520,3 +520,85 @@ def seeded(*windows):
 @pytest.fixture
 def fake_clock() -> FakeClock:
     return FakeClock()
+
+
+class RobomimicStyleReader:
+    """A reader that touches an HDF5 file exactly the way robomimic 0.3.0 does, with default arguments.
+
+    Follows robomimic's documented dataset layout and the access pattern of
+    ``robomimic.utils.dataset.SequenceDataset`` (hdf5_cache_mode=None, load_next_obs=True,
+    frame_stack=1, seq_length=1, padding on) and ``FileUtils.get_env_metadata_from_dataset`` /
+    ``get_shape_metadata_from_dataset``. It exists because robomimic itself cannot be installed
+    here (it pulls a CUDA torch); every h5py access below is one robomimic makes, so a file this
+    reader rejects is one robomimic would reject.
+    """
+
+    def __init__(self, path, obs_keys, dataset_keys=("actions", "rewards", "dones"), *, filter_by_attribute=None,
+                 frame_stack: int = 1, seq_length: int = 1, load_next_obs: bool = True) -> None:
+        import h5py
+
+        self.obs_keys, self.dataset_keys = tuple(obs_keys), tuple(dataset_keys)
+        self.frame_stack, self.seq_length, self.load_next_obs = frame_stack, seq_length, load_next_obs
+        self.file = h5py.File(path, "r", swmr=True, libver="latest")  # SequenceDataset.hdf5_file
+        if filter_by_attribute is not None:
+            demos = [elem.decode("utf-8") for elem in np.array(self.file[f"mask/{filter_by_attribute}"][:])]
+        else:
+            demos = list(self.file["data"].keys())
+        self.demos = [demos[i] for i in np.argsort([int(elem[5:]) for elem in demos])]
+        self.index: list[tuple[str, int]] = []  # (demo, index in demo); pad_frame_stack/pad_seq_length on
+        self.lengths: dict[str, int] = {}
+        for ep in self.demos:
+            length = int(self.file[f"data/{ep}"].attrs["num_samples"])
+            self.lengths[ep] = length
+            self.index += [(ep, i) for i in range(max(length, 1))]
+
+    def env_meta(self) -> dict:
+        import json
+
+        return json.loads(self.file["data"].attrs["env_args"])
+
+    def shape_meta(self) -> dict:
+        demo_id = list(self.file["data"].keys())[0]
+        demo = self.file[f"data/{demo_id}"]
+        return {"ac_dim": self.file[f"data/{demo_id}/actions"].shape[1],
+                "all_shapes": {k: demo[f"obs/{k}"].shape[1:] for k in sorted(demo["obs"])}}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _sequence(self, ep: str, t: int, keys) -> dict:
+        length = self.lengths[ep]
+        stack = self.frame_stack - 1
+        begin, end = max(0, t - stack), min(length, t + self.seq_length)
+        pad_before, pad_after = max(0, stack - t), max(0, t + self.seq_length - length)
+        out = {}
+        for key in keys:
+            data = self.file[f"data/{ep}/{key}"][begin:end]
+            out[key] = np.concatenate([np.repeat(data[:1], pad_before, 0), data, np.repeat(data[-1:], pad_after, 0)])
+        return out
+
+    def __getitem__(self, index: int) -> dict:
+        ep, t = self.index[index]
+        item = self._sequence(ep, t, self.dataset_keys)
+        prefixes = ("obs", "next_obs") if self.load_next_obs else ("obs",)
+        for prefix in prefixes:
+            seq = self._sequence(ep, t, [f"{prefix}/{k}" for k in self.obs_keys])
+            item[prefix] = {k.split("/")[1]: v for k, v in seq.items()}
+        return item
+
+    def close(self) -> None:
+        self.file.close()
+
+
+@pytest.fixture
+def robomimic_reader():
+    """Factory: ``robomimic_reader(path, obs_keys, ...)`` -> RobomimicStyleReader, closed after the test."""
+    readers = []
+
+    def make(*args, **kwargs) -> RobomimicStyleReader:
+        readers.append(RobomimicStyleReader(*args, **kwargs))
+        return readers[-1]
+
+    yield make
+    for reader in readers:
+        reader.close()
