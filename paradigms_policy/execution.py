@@ -282,7 +282,7 @@ class ExecutionModel:
         if actions.ndim != 2 or len(actions) == 0:
             raise ValueError(f"hold actions must be [n >= 1, A], got {list(actions.shape)}")
         self.timeline.install(float(start), actions)
-        return Placement(start_time=float(start), actions=actions, first_index=0, dropped=0)
+        return Placement(start_time=float(start), actions=actions, dropped=0)
 
     def replan_now(self) -> None:
         """Make the next ``due`` true whatever the schedule (the robot was sent a hold: give it a plan soon)."""
