@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # lands where it belongs. The demo prints what to change when this machine cannot keep up.
 DEMO_ARGS ?= --episodes 3 --rate-hz 20
 
-.PHONY: venv test demo profile gpu-check-prepare gpu-check-dry rollout demos train clean-venv
+.PHONY: venv test demo profile gpu-check-prepare gpu-check-dry rollout sweep demos train clean-venv
 
 venv: $(STAMP)
 
@@ -43,6 +43,9 @@ gpu-check-dry: $(STAMP)
 
 rollout: $(STAMP)
 	$(VENV)/bin/paradigms-rollout
+
+sweep: $(STAMP)
+	$(VENV)/bin/paradigms-sweep
 
 demos: $(STAMP)
 	$(VENV)/bin/paradigms-demos

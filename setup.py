@@ -26,6 +26,7 @@ ROS = [  # ROS 2 Kilted wheels; on a robot these come from the ROS 2 install ins
     "ros-lifecycle-msgs",
     "ros-rmw-fastrtps-cpp",
 ]
+RAY = ["ray==2.60.0"]  # rollouts over several workers / a cluster (works with numpy 1.26 on Python 3.11)
 TEST = ["pytest>=7", "diffusers==0.42.1"]
 
 setup(
@@ -51,7 +52,7 @@ setup(
         "PyYAML>=6",
         "safetensors>=0.4",  # LeRobot checkpoints (model.safetensors, processor stats)
     ],
-    extras_require={"sim": SIM, "ros": ROS, "test": TEST, "all": SIM + ROS + TEST},
+    extras_require={"sim": SIM, "ros": ROS, "ray": RAY, "test": TEST, "all": SIM + ROS + RAY + TEST},
     zip_safe=True,
     maintainer="paradigms_policy developers",
     maintainer_email="paradigms-policy@example.com",
@@ -64,6 +65,7 @@ setup(
             "paradigms-profile = paradigms_policy.profile:main",
             "paradigms-demos = paradigms_policy.demos:main",
             "paradigms-rollout = paradigms_policy.rollout_app:main",
+            "paradigms-sweep = paradigms_policy.sweep_app:main",
             "paradigms-convert = paradigms_policy.convert:main",
             "paradigms-ros-demo = paradigms_policy.ros.demo:main",
             "paradigms_policy_node = paradigms_policy.ros.policy_node:main",

@@ -3,8 +3,9 @@
     paradigms-demos task=lift episodes=200 seed=0 out_dir=runs/demos
 
 Runs the task's scripted expert for ``episodes`` seeded episodes, keeps the successful ones
-(unless keep_failed=true), writes ``out_dir/<task>_demos.hdf5`` (robomimic layout with env_args,
-states, actions, obs/*, mask/train|valid), converts it to ``out_dir/<task>_demos.zarr`` and
+(unless keep_failed=true), writes ``out_dir/<task>_demos.hdf5`` (robomimic layout, as robomimic's own
+scripts write it: env_args, total, per-demo num_samples and model_file, states, actions, rewards,
+dones, obs/*, next_obs/*, mask/train|valid), converts it to ``out_dir/<task>_demos.zarr`` and
 writes ``out_dir/<task>_demos.json`` with the expert's success rate and episode lengths.
 """
 
@@ -18,14 +19,22 @@ from typing import Any
 
 import numpy as np
 
+import gymnasium as gym
+
 from paradigms_policy import paths
-from paradigms_policy.sim.envs import TASKS, RobosuiteLowDimEnv, make_env, task_env_meta
-from paradigms_policy.sim.experts import ScriptedExpert, make_expert
+from paradigms_policy.sim.envs import TASKS, make_env, task_env_meta
+from paradigms_policy.sim.experts import Expert, make_expert
+
+DEMO_TASKS: tuple[str, ...] = (*TASKS, "pusht")
+# steps recorded after the first success: robosuite's human-demo collection keeps going briefly; PushT's
+# episodes end at success (gym-pusht terminates there, and more pushing can only undo the alignment)
+DEFAULT_HOLD_STEPS = {"lift": 10, "can": 10, "pusht": 0}
 
 
 @dataclass
 class DemoResult:
-    episode: dict[str, Any]  # obs {key: [T,...]}, actions [T,7], states [T,S], rewards [T], dones [T]
+    episode: dict[str, Any]  # obs/next_obs {key: [T,...]}, actions [T,7], states [T,S], rewards [T], dones [T],
+    # model_file / ep_meta (robomimic demo attributes) when the env has them
     success: bool  # task solved and still solved at the last recorded step
     first_success_step: int | None  # 1-based step at which the task was first solved
     seconds: float
@@ -37,9 +46,19 @@ def episode_seeds(seed: int, index: int) -> tuple[int, int]:
     return int(env_seed), int(expert_seed)
 
 
+def make_demo_env(task: str) -> tuple[gym.Env, dict[str, Any]]:
+    """(env that records states, robomimic env metadata) for a task with a scripted expert."""
+    if task == "pusht":
+        from paradigms_policy.sim.pusht import make_pusht_env, pusht_env_meta
+
+        return make_pusht_env(), pusht_env_meta()
+    env_meta = task_env_meta(task)
+    return make_env(env_meta, max_episode_steps=TASKS[task].max_episode_steps, terminate_on_success=False), env_meta
+
+
 def record_episode(
-    env: RobosuiteLowDimEnv,
-    expert: ScriptedExpert,
+    env: gym.Env,
+    expert: Expert,
     env_seed: int,
     *,
     max_steps: int,
@@ -50,8 +69,12 @@ def record_episode(
     Like robosuite's human-demo collection, recording continues briefly after success so that
     demonstrations show what to do once the goal is reached.
     """
+    from paradigms_policy.data.robomimic_hdf5 import next_obs_from
+
     start = time.perf_counter()
     obs, _ = env.reset(seed=env_seed)
+    model_file = env.model_xml() if hasattr(env, "model_xml") else None  # robosuite's DataCollectionWrapper does this
+    ep_meta = env.ep_meta() if hasattr(env, "ep_meta") else None
     obs_rows: dict[str, list[np.ndarray]] = {k: [] for k in obs}
     actions, states, rewards, successes = [], [], [], []
     first_success: int | None = None
@@ -70,8 +93,12 @@ def record_episode(
             break
     dones = np.zeros(len(actions), dtype=np.int64)
     dones[-1] = 1
+    observations = {k: np.stack(v).astype(np.float32) for k, v in obs_rows.items()}
     episode = {
-        "obs": {k: np.stack(v).astype(np.float32) for k, v in obs_rows.items()},
+        "obs": observations,
+        "next_obs": next_obs_from(observations, {k: np.asarray(v, dtype=np.float32) for k, v in obs.items()}),
+        "model_file": model_file,
+        "ep_meta": ep_meta,
         "actions": np.stack(actions).astype(np.float32),
         "states": np.stack(states),
         "rewards": np.asarray(rewards, dtype=np.float32),
@@ -88,7 +115,7 @@ def generate_demos(
     out_dir: str | Path,
     *,
     keep_failed: bool = False,
-    hold_steps: int = 10,
+    hold_steps: int | None = None,
     max_steps: int | None = None,
     train_fraction: float = 0.9,
     progress: bool = True,
@@ -99,14 +126,14 @@ def generate_demos(
     from paradigms_policy.data.robomimic_hdf5 import import_robomimic_hdf5, write_robomimic_hdf5
 
     task = task.lower()
-    if task not in TASKS:
-        raise ValueError(f"no scripted expert for task {task!r}; expected one of {sorted(TASKS)}")
+    if task not in DEMO_TASKS:
+        raise ValueError(f"no scripted expert for task {task!r}; expected one of {sorted(DEMO_TASKS)}")
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
+    hold_steps = DEFAULT_HOLD_STEPS[task] if hold_steps is None else int(hold_steps)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    env_meta = task_env_meta(task)
-    env = make_env(env_meta, max_episode_steps=TASKS[task].max_episode_steps, terminate_on_success=False)
+    env, env_meta = make_demo_env(task)
     max_steps = int(max_steps or env.max_episode_steps)
 
     kept: list[DemoResult] = []
@@ -175,7 +202,7 @@ def _hydra_main(cfg) -> None:
         seed=int(cfg.seed),
         out_dir=cfg.out_dir,
         keep_failed=bool(cfg.keep_failed),
-        hold_steps=int(cfg.hold_steps),
+        hold_steps=None if cfg.hold_steps is None else int(cfg.hold_steps),
         max_steps=cfg.max_steps,
         train_fraction=float(cfg.train_fraction),
         progress=bool(cfg.progress),

@@ -110,8 +110,7 @@ class Placement:
 
     start_time: float  # time of the first placed action
     actions: np.ndarray  # [m, A], one per period from start_time (m = 0: the whole chunk was late)
-    first_index: int  # index in the executed slice of the first placed action
-    dropped: int  # executed-slice actions whose time had passed on arrival
+    dropped: int  # executed-slice actions whose time had passed on arrival (index of the first placed one)
 
 
 class ActionTimeline:
@@ -261,8 +260,9 @@ class ExecutionModel:
         executable = action_pred[self.geometry.first_executed:]
         margin = self.settings.start_margin * self.dt
         if request.first or self.settings.mode == "naive":
-            # naive, or a robot idle until this chunk (the world waited): start at action 0 on arrival
-            first_index, start = 0, float(arrival) + margin
+            # naive, or a robot idle until this chunk (the world waited): start at action 0 on arrival,
+            # never before its own time (an observation may be stamped with the next tick's time)
+            first_index, start = 0, max(float(arrival) + margin, request.obs_time)
         else:
             first_index = max(0, math.ceil((arrival + margin - request.obs_time) / self.dt - 1e-9))
             start = request.obs_time + first_index * self.dt
@@ -270,8 +270,7 @@ class ExecutionModel:
         if len(actions):
             self.timeline.install(start, actions)
         self.timeline.forget_before(min(float(arrival), request.obs_time) - self.dt)
-        return Placement(start_time=start, actions=actions, first_index=min(first_index, len(executable)),
-                         dropped=min(first_index, len(executable)))
+        return Placement(start_time=start, actions=actions, dropped=min(first_index, len(executable)))
 
     def hold(self, start: float, actions: np.ndarray) -> Placement:
         """Put fault actions (a hold: see ros/fault_action.py) on the timeline from ``start`` on.
@@ -283,7 +282,7 @@ class ExecutionModel:
         if actions.ndim != 2 or len(actions) == 0:
             raise ValueError(f"hold actions must be [n >= 1, A], got {list(actions.shape)}")
         self.timeline.install(float(start), actions)
-        return Placement(start_time=float(start), actions=actions, first_index=0, dropped=0)
+        return Placement(start_time=float(start), actions=actions, dropped=0)
 
     def replan_now(self) -> None:
         """Make the next ``due`` true whatever the schedule (the robot was sent a hold: give it a plan soon)."""

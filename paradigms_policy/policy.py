@@ -21,7 +21,9 @@ import torch
 from .checkpoint import build_network, build_normalizer
 from .compat import observation_mismatches
 from .diffusion.inpaint import Inpainting, known_prefix
+from .diffusion.registry import AUTO, SAMPLERS, canonical_name
 from .diffusion.samplers import Sampler, make_sampler
+from .diffusion.selection import candidates, choose_sampler, measure_round_times, round_rows
 from .diffusion.sequential import draw_noise
 from .diffusion.types import SampleResult, SolveStats
 from .diffusion.warm_start import WarmStartState
@@ -93,11 +95,46 @@ class Policy:
 
     # ------------------------------------------------------------------ configuration
     def set_sampler(self, name: str, **overrides: Any) -> None:
-        """Switch sampler (schedule settings come from the checkpoint unless overridden); forgets the warm start."""
+        """Switch sampler (schedule settings come from the checkpoint unless overridden); forgets the warm start.
+
+        ``auto`` measures call times here and takes the sampler with the least expected latency
+        (diffusion/selection.py); ``sampler_choice_reason`` says what was chosen and why, and
+        solver overrides that do not apply to the chosen sampler are dropped (and named there).
+        """
         schedule = {key: self.noise_scheduler[key] for key in SCHEDULE_KEYS if key in self.noise_scheduler}
+        self.requested_sampler = name
+        if name == AUTO:
+            name, overrides, self.sampler_choice_reason = self._choose_sampler(schedule, overrides)
+        else:
+            canonical_name(name)  # unknown names fail here, naming the known ones
+            self.sampler_choice = None
+            self.sampler_choice_reason = f"sampler {name!r} requested by name"
         self.sampler: Sampler = make_sampler(name, **{**schedule, **overrides})
         self.sampler_name = name
         self.warm_state = WarmStartState(rule=self.sampler.rule)
+
+    def _choose_sampler(self, schedule: dict[str, Any], overrides: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
+        """(chosen name, the overrides that apply to it, reason) for ``sampler: auto``."""
+        event = (1, self.horizon, self.action_dim)
+        numel = self.horizon * self.action_dim
+        obs = self._mean_observation(1)
+        nobs, _ = self._check_obs(obs)
+        self.denoiser.bind(self.network.global_cond({k: self.normalizer[k].normalize(v) for k, v in nobs.items()}))
+        probe_rule = make_sampler("ddim16_sequential", **schedule).rule
+        x_init, _ = draw_noise(probe_rule, event, device=self.device)
+        widths = {round_rows(spec, numel) for spec in candidates().values()}
+        times = measure_round_times(self.denoiser, probe_rule, x_init, widths)
+        self.denoiser.reset_counters()
+        choice = choose_sampler(times, numel)
+        spec = SAMPLERS[choice.name]
+        allowed = set(SCHEDULE_KEYS) | {"kind", "num_inference_steps", "deadline_policy", "clip_sample_range"}
+        if spec.settings is not None:
+            allowed |= {f for f in spec.settings.__dataclass_fields__}
+        kept = {k: v for k, v in overrides.items() if k in allowed}
+        dropped = sorted(set(overrides) - set(kept))
+        reason = choice.reason + (f"; overrides {dropped} do not apply to it and were dropped" if dropped else "")
+        self.sampler_choice = choice
+        return choice.name, kept, reason
 
     def reset(self) -> None:
         """Forget the previous solution (new episode, stale observations): the next solve starts cold."""
@@ -237,7 +274,8 @@ class Policy:
         sizes are only allocated, not run: an eager CPU call has nothing else to warm.
         """
         obs = self._mean_observation(batch)
-        self.denoiser.warmup(solver_window_sizes(self.sampler), batch, run=self.device.type == "cuda")
+        widths = solver_window_sizes(self.sampler, self.horizon * self.action_dim)
+        self.denoiser.warmup(widths, batch, run=self.device.type == "cuda")
         nobs, _ = self._check_obs(obs)
         self.denoiser.bind(self.network.global_cond({k: self.normalizer[k].normalize(v) for k, v in nobs.items()}))
         x_init, _ = draw_noise(self.sampler.rule, (batch, self.horizon, self.action_dim), device=self.device)
@@ -252,15 +290,17 @@ class Policy:
                 f"sampler={self.sampler_name}, device={self.device})")
 
 
-def solver_window_sizes(sampler: Sampler) -> list[int]:
-    """Every window size a solve with ``sampler`` can pass to the denoiser.
+def solver_window_sizes(sampler: Sampler, event_numel: int) -> list[int]:
+    """Every batch width a solve with ``sampler`` can pass to the denoiser.
 
     Sequential sampling (and the DDIM deadline fallback) evaluates one step at a time; the
-    parallel solvers use their full window and, near the end of the chain, every shorter one.
+    parallel solvers use their full window and, near the end of the chain, every shorter one
+    (a round's width is its update rule's ``rows_per_round``).
     """
     if not sampler.is_parallel:
         return [1]
-    return list(range(1, min(int(sampler.window), int(sampler.rule.num_steps)) + 1))
+    full = min(int(sampler.window), int(sampler.rule.num_steps))
+    return sorted({1} | {sampler.settings.rows_per_round(w, event_numel) for w in range(1, full + 1)})
 
 
 def load_policy(path: str | Path | None = None, device: str | torch.device = "cpu", sampler: str | None = None,

@@ -14,6 +14,13 @@ Prints a table and writes ``out_dir/rollout.json``:
 
 simulates a solve that takes 4 control periods while the robot keeps executing the previous chunk
 (``execution``: naive | aligned | inpaint, see paradigms_policy.execution).
+
+    paradigms-rollout workers=8 ...                    # 8 Ray workers on this machine (ray.init())
+    paradigms-rollout workers=64 ray_address=auto ...  # 64 workers on the running Ray cluster
+
+Episodes run as Ray tasks whenever ``workers > 1`` or a cluster address is given (``ray_address`` or
+RAY_ADDRESS); a killed worker's episodes are retried. The per-episode results are the same however
+the episodes are spread. For tasks x samplers x delays in one command, see paradigms-sweep.
 """
 
 from __future__ import annotations
@@ -42,6 +49,12 @@ def run_from_config(cfg: Any) -> dict:
         delay_steps=int(cfg.get("delay_steps", 0)),
         execution=str(cfg.get("execution", "aligned")),
         trust_checkpoint=bool(cfg.get("trust_checkpoint", False)),
+        inpainting=cfg.get("inpainting"),
+        replan_every=int(cfg.get("replan_every", 0)),
+        ray_address=cfg.get("ray_address"),
+        backend=str(cfg.get("backend", "auto")),
+        max_retries=int(cfg.get("max_retries", 3)),
+        progress_bar=bool(cfg.get("progress", True)),
     )
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

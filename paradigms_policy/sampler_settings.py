@@ -15,8 +15,30 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-# name -> solver of diffusion.samplers.SAMPLER_SPECS (a test keeps the two in step; importing it needs torch)
+# name -> update rule of diffusion.registry (explicit names, the old names as aliases, and auto);
+# a test keeps the two in step (importing the registry needs torch)
 SAMPLER_SOLVERS: dict[str, str] = {
+    "ddpm100_sequential": "sequential",
+    "ddim16_sequential": "sequential",
+    "dpmsolver10_sequential": "sequential",
+    "picard_ddpm100_cold": "picard",
+    "picard_ddpm100_warm": "picard",
+    "picard_ddim16_cold": "picard",
+    "picard_ddim16_warm": "picard",
+    "picard_dpmsolver10_cold": "picard",
+    "picard_dpmsolver10_warm": "picard",
+    "anderson_ddpm100_cold": "anderson",
+    "anderson_ddpm100_warm": "anderson",
+    "anderson_ddim16_cold": "anderson",
+    "anderson_ddim16_warm": "anderson",
+    "anderson_dpmsolver10_cold": "anderson",
+    "anderson_dpmsolver10_warm": "anderson",
+    "newton_ddpm100_cold": "newton",
+    "newton_ddpm100_warm": "newton",
+    "newton_ddim16_cold": "newton",
+    "newton_ddim16_warm": "newton",
+    "newton_dpmsolver10_cold": "newton",
+    "newton_dpmsolver10_warm": "newton",
     "ddpm_sequential": "sequential",
     "ddim_sequential": "sequential",
     "dpmsolver_sequential": "sequential",
@@ -24,18 +46,19 @@ SAMPLER_SOLVERS: dict[str, str] = {
     "picard_warm": "picard",
     "anderson_cold": "anderson",
     "anderson_warm": "anderson",
+    "auto": "auto",
 }
 SAMPLER_KINDS = tuple(SAMPLER_SOLVERS)
 DEADLINE_POLICIES = ("publish", "ddim_fallback", "keep_previous")  # values of diffusion.budget.DeadlinePolicy
 
 # setting -> (make_sampler keyword, solvers that use it)
 _APPLIES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "steps": ("num_inference_steps", ("sequential", "picard", "anderson")),
-    "tolerance": ("tolerance", ("picard", "anderson")),
-    "abs_tolerance": ("abs_tolerance", ("picard", "anderson")),
-    "window": ("window", ("picard", "anderson")),
+    "steps": ("num_inference_steps", ("sequential", "picard", "anderson", "newton")),
+    "tolerance": ("tolerance", ("picard", "anderson", "newton")),
+    "abs_tolerance": ("abs_tolerance", ("picard", "anderson", "newton")),
+    "window": ("window", ("picard", "anderson", "newton")),
     "history": ("history", ("anderson",)),
-    "deadline_policy": ("deadline_policy", ("picard", "anderson")),
+    "deadline_policy": ("deadline_policy", ("picard", "anderson", "newton")),
 }
 
 

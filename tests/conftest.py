@@ -3,11 +3,15 @@ checkpoints, and the ROS 2 side of the node tests (a private domain, the policy 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 
 def make_bimodal_episodes(n_episodes: int = 12, length: int = 40, seed: int = 0) -> list[dict[str, np.ndarray]]:
@@ -64,6 +68,11 @@ TINY_TRAIN_OVERRIDES = [
 ]
 
 
+def tiny_train_overrides(dataset_path: Path, out_dir: Path, overrides: list[str] = ()) -> list[str]:
+    """Command-line overrides of config/train.yaml for a tiny network on ``dataset_path``."""
+    return [f"dataset.path={dataset_path}", f"out_dir={out_dir}", *TINY_TRAIN_OVERRIDES, *overrides]
+
+
 def compose_train_config(dataset_path: Path, out_dir: Path, overrides: list[str] = ()):
     """The repo's config/train.yaml with a tiny network and the given overrides (hydra compose, no app run)."""
     from hydra import compose, initialize_config_dir
@@ -71,8 +80,19 @@ def compose_train_config(dataset_path: Path, out_dir: Path, overrides: list[str]
     from paradigms_policy import paths
 
     with initialize_config_dir(config_dir=str(paths.config_dir()), version_base="1.3"):
-        return compose("train", overrides=[f"dataset.path={dataset_path}", f"out_dir={out_dir}",
-                                           *TINY_TRAIN_OVERRIDES, *overrides])
+        return compose("train", overrides=tiny_train_overrides(dataset_path, out_dir, overrides))
+
+
+def torchrun_train(nproc: int, dataset_path: Path, out_dir: Path, overrides: list[str] = (),
+                   timeout: float = 600) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node=nproc -m paradigms_policy.train`` on the tiny config, this checkout's code."""
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "paradigms_policy.train", *tiny_train_overrides(dataset_path, out_dir, overrides)]
+    proc = subprocess.run(args, cwd=out_dir.parent, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
 
 
 @pytest.fixture(scope="session")
@@ -137,6 +157,38 @@ def random_checkpoint(tmp_path: Path) -> Path:
     return make_random_checkpoint(tmp_path / "random.pt")
 
 
+LIFT_OBS_SHAPES = {"robot0_eef_pos": [3], "robot0_eef_quat": [4], "robot0_gripper_qpos": [2], "object": [10]}
+
+
+@pytest.fixture(scope="session")
+def lift_random_checkpoint(tmp_path_factory) -> Path:
+    """An untrained tiny policy with Lift's observation keys and 7-d actions (rollouts run, never succeed)."""
+    return make_random_checkpoint(tmp_path_factory.mktemp("lift_random") / "lift_random.pt",
+                                  obs_shapes=LIFT_OBS_SHAPES, action_dim=7)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch.set_num_threads(1) for the test (as the Ray workers have), restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray (2 CPUs, no dashboard) for one test module, shut down after it; skips if Ray is missing."""
+    ray = pytest.importorskip("ray")
+    from paradigms_policy.sim.distribute import init_ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    init_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()
 # -- ROS 2: the policy node as a process, driven from this test process -------------------------------------------
 # (rclpy is imported lazily: the core tests must run where it is not installed.)
 
@@ -368,3 +420,185 @@ def driver(ros_session):
     drv = PolicyNodeDriver()
     yield drv
     drv.close()
+# --------------------------------------------------------------------------- diffusion solver helpers
+# Small deterministic problems shared by the solver tests (``from conftest import problem, ...``).
+HORIZON, ACTION_DIM = 8, 3
+
+
+def fake_denoiser(seed: int = 0, dtype=torch.float64, shift: float = 0.0):
+    """Small deterministic nonlinear 'network': mixes the horizon and the action dims.
+
+    `shift` plays the role of the observation conditioning.
+    """
+    g = torch.Generator().manual_seed(seed)
+    mix_t = torch.randn(HORIZON, HORIZON, generator=g, dtype=dtype) / HORIZON**0.5
+    mix_a = torch.randn(ACTION_DIM, ACTION_DIM, generator=g, dtype=dtype) / ACTION_DIM**0.5
+    calls = {"n": 0, "windows": []}
+
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # x: [W,B,H,A], t: Long[W]
+        calls["n"] += 1
+        calls["windows"].append(x.shape[0])
+        tt = (t.to(dtype) / 100.0).reshape(-1, 1, 1, 1)
+        h = torch.einsum("hk,wbka,ac->wbhc", mix_t, x, mix_a)
+        return 0.8 * torch.tanh(h + tt + shift) + 0.3 * x * torch.cos(3 * tt)
+
+    denoise.calls = calls
+    return denoise
+
+
+def gmm_denoiser(rule, phase: float = 0.0, std: float = 0.1):
+    """Exact epsilon of a two-mode Gaussian mixture of smooth trajectories (a 'perfect network').
+
+    The modes are smooth functions of absolute action time; ``phase`` shifts time, so a
+    later control cycle sees the same curves advanced along the horizon.
+    """
+    abar = rule.schedule.alphas_cumprod
+    calls = {"n": 0, "windows": []}
+
+    def means(dtype):
+        h = torch.arange(HORIZON, dtype=dtype) / HORIZON + phase
+        a = torch.arange(ACTION_DIM, dtype=dtype)
+        up = 0.6 * torch.sin(3 * h[:, None] + a[None, :])
+        down = -0.5 * torch.cos(2 * h[:, None] + a[None, :])
+        return torch.stack([up, down])  # [K=2, H, A]
+
+    def denoise(x, t):  # x: [W,B,H,A]
+        calls["n"] += 1
+        calls["windows"].append(x.shape[0])
+        ab = abar[t].to(x.dtype).reshape(-1, 1, 1, 1, 1)  # [W,1,1,1,1] over [W,B,K,H,A]
+        mu = means(x.dtype)[None, None]
+        var = ab * std**2 + (1 - ab)
+        d = x.unsqueeze(2) - ab.sqrt() * mu
+        w = torch.softmax(-(d**2 / var).sum((-1, -2)) / 2, dim=2)[..., None, None]
+        x0 = (w * (mu + ab.sqrt() * std**2 / var * d)).sum(2)
+        return (x - ab[:, :, 0].sqrt() * x0) / (1 - ab[:, :, 0]).sqrt()
+
+    denoise.calls = calls
+    return denoise
+
+
+def problem(kind: str, steps: int, batch: int = 2, seed: int = 1):
+    """(rule, x_init [B,H,A], noise [S,B,H,A]) in float64 for a rule of ``kind`` with ``steps`` steps."""
+    from paradigms_policy.diffusion.sequential import draw_noise
+    from paradigms_policy.diffusion.step_rules import make_step_rule
+
+    rule = make_step_rule(kind, steps)
+    g = torch.Generator().manual_seed(seed)
+    x_init, noise = draw_noise(rule, (batch, HORIZON, ACTION_DIM), generator=g, dtype=torch.float64)
+    return rule, x_init, noise
+
+
+# Deterministic deadlines: a fake clock advanced by the denoiser by a known cost per call.
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def cost(w: int) -> float:
+    return 0.1 + 0.3 * w  # seconds per batched call of width w
+
+
+def timed(denoise, clock):
+    def call(x, t):
+        clock.now += cost(x.shape[0])
+        return denoise(x, t)
+    return call
+
+
+def seeded(*windows):
+    from paradigms_policy.diffusion.budget import RoundTimeEstimator
+
+    est = RoundTimeEstimator()
+    for w in windows:
+        est.seed(w, cost(w))
+    return est
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()
+
+
+class RobomimicStyleReader:
+    """A reader that touches an HDF5 file exactly the way robomimic 0.3.0 does, with default arguments.
+
+    Follows robomimic's documented dataset layout and the access pattern of
+    ``robomimic.utils.dataset.SequenceDataset`` (hdf5_cache_mode=None, load_next_obs=True,
+    frame_stack=1, seq_length=1, padding on) and ``FileUtils.get_env_metadata_from_dataset`` /
+    ``get_shape_metadata_from_dataset``. It exists because robomimic itself cannot be installed
+    here (it pulls a CUDA torch); every h5py access below is one robomimic makes, so a file this
+    reader rejects is one robomimic would reject.
+    """
+
+    def __init__(self, path, obs_keys, dataset_keys=("actions", "rewards", "dones"), *, filter_by_attribute=None,
+                 frame_stack: int = 1, seq_length: int = 1, load_next_obs: bool = True) -> None:
+        import h5py
+
+        self.obs_keys, self.dataset_keys = tuple(obs_keys), tuple(dataset_keys)
+        self.frame_stack, self.seq_length, self.load_next_obs = frame_stack, seq_length, load_next_obs
+        self.file = h5py.File(path, "r", swmr=True, libver="latest")  # SequenceDataset.hdf5_file
+        if filter_by_attribute is not None:
+            demos = [elem.decode("utf-8") for elem in np.array(self.file[f"mask/{filter_by_attribute}"][:])]
+        else:
+            demos = list(self.file["data"].keys())
+        self.demos = [demos[i] for i in np.argsort([int(elem[5:]) for elem in demos])]
+        self.index: list[tuple[str, int]] = []  # (demo, index in demo); pad_frame_stack/pad_seq_length on
+        self.lengths: dict[str, int] = {}
+        for ep in self.demos:
+            length = int(self.file[f"data/{ep}"].attrs["num_samples"])
+            self.lengths[ep] = length
+            self.index += [(ep, i) for i in range(max(length, 1))]
+
+    def env_meta(self) -> dict:
+        import json
+
+        return json.loads(self.file["data"].attrs["env_args"])
+
+    def shape_meta(self) -> dict:
+        demo_id = list(self.file["data"].keys())[0]
+        demo = self.file[f"data/{demo_id}"]
+        return {"ac_dim": self.file[f"data/{demo_id}/actions"].shape[1],
+                "all_shapes": {k: demo[f"obs/{k}"].shape[1:] for k in sorted(demo["obs"])}}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _sequence(self, ep: str, t: int, keys) -> dict:
+        length = self.lengths[ep]
+        stack = self.frame_stack - 1
+        begin, end = max(0, t - stack), min(length, t + self.seq_length)
+        pad_before, pad_after = max(0, stack - t), max(0, t + self.seq_length - length)
+        out = {}
+        for key in keys:
+            data = self.file[f"data/{ep}/{key}"][begin:end]
+            out[key] = np.concatenate([np.repeat(data[:1], pad_before, 0), data, np.repeat(data[-1:], pad_after, 0)])
+        return out
+
+    def __getitem__(self, index: int) -> dict:
+        ep, t = self.index[index]
+        item = self._sequence(ep, t, self.dataset_keys)
+        prefixes = ("obs", "next_obs") if self.load_next_obs else ("obs",)
+        for prefix in prefixes:
+            seq = self._sequence(ep, t, [f"{prefix}/{k}" for k in self.obs_keys])
+            item[prefix] = {k.split("/")[1]: v for k, v in seq.items()}
+        return item
+
+    def close(self) -> None:
+        self.file.close()
+
+
+@pytest.fixture
+def robomimic_reader():
+    """Factory: ``robomimic_reader(path, obs_keys, ...)`` -> RobomimicStyleReader, closed after the test."""
+    readers = []
+
+    def make(*args, **kwargs) -> RobomimicStyleReader:
+        readers.append(RobomimicStyleReader(*args, **kwargs))
+        return readers[-1]
+
+    yield make
+    for reader in readers:
+        reader.close()

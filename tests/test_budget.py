@@ -6,33 +6,7 @@ import torch
 from paradigms_policy.diffusion.anderson import solve_anderson
 from paradigms_policy.diffusion.budget import DECAY_AFTER_REFUSED_SOLVE, DeadlineGuard, DeadlinePolicy, RoundTimeEstimator
 from paradigms_policy.diffusion.picard import solve_picard
-from test_picard import fake_denoiser, problem
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def cost(w: int) -> float:
-    return 0.1 + 0.3 * w  # seconds per batched call of width w
-
-
-def timed(denoise, clock):
-    def call(x, t):
-        clock.now += cost(x.shape[0])
-        return denoise(x, t)
-    return call
-
-
-def seeded(*windows) -> RoundTimeEstimator:
-    est = RoundTimeEstimator()
-    for w in windows:
-        est.seed(w, cost(w))
-    return est
+from conftest import FakeClock, fake_denoiser, problem, seeded, timed
 
 
 @pytest.mark.parametrize("solver", [solve_picard, solve_anderson])

@@ -45,6 +45,9 @@ def test_hdf5_has_robomimic_layout(lift_demos):
         assert episode["states"].shape[0] == T and episode["states"].ndim == 2
         assert episode["dones"][-1] == 1 and episode["dones"][:-1].sum() == 0
         assert episode["rewards"].max() == 1.0  # the sparse reward of a successful episode
+        assert episode["num_samples"] == T and episode["model_file"].startswith("<mujoco")
+        for key, obs in episode["obs"].items():  # next_obs[t] is the observation after action t
+            np.testing.assert_array_equal(episode["next_obs"][key][:-1], obs[1:])
         # the cube ends up lifted: above the table by more than robosuite's 4 cm margin
         assert episode["obs"]["object"][-1, 2] > episode["obs"]["object"][0, 2] + 0.02
 
@@ -66,6 +69,49 @@ def test_states_replay_to_the_recorded_observations(lift_demos):
     moved = np.abs(episode["obs"]["robot0_eef_pos"][-1] - episode["obs"]["robot0_eef_pos"][0]).max()
     assert moved > 0.05
     env.close()
+
+
+class _CountingEnv:
+    """obs["t"] counts steps; the task succeeds at step 3 (a stand-in for a simulator in record_episode)."""
+
+    def reset(self, seed=None):
+        self.t = 0
+        return {"t": np.array([0.0])}, {}
+
+    def get_state(self):
+        return np.array([float(self.t)])
+
+    def step(self, action):
+        self.t += 1
+        return {"t": np.array([float(self.t)])}, float(self.t >= 3), False, False, {"is_success": self.t >= 3}
+
+
+class _ZeroExpert:
+    def act(self, obs):
+        return np.zeros(2, dtype=np.float32)
+
+
+def test_last_next_obs_is_the_observation_after_the_last_action():
+    """As robomimic's dataset_states_to_obs.py writes it: next_obs[t] follows action t, the last row included."""
+    from paradigms_policy.demos import record_episode
+
+    result = record_episode(_CountingEnv(), _ZeroExpert(), 0, max_steps=20, hold_steps=2)
+    episode = result.episode
+    assert result.success and result.first_success_step == 3
+    np.testing.assert_array_equal(episode["obs"]["t"][:, 0], [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(episode["next_obs"]["t"][:, 0], [1, 2, 3, 4, 5])
+    np.testing.assert_array_equal(episode["states"][:, 0], [0, 1, 2, 3, 4])
+    assert episode["model_file"] is None  # an env without a MuJoCo model
+
+
+def test_robomimic_sequence_dataset_reads_the_demos(lift_demos, robomimic_reader):
+    """Issue 12: robomimic's SequenceDataset with default arguments (next_obs loaded) reads paradigms-demos files."""
+    keys = ["object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"]
+    for filter_key in (None, "train", "valid"):
+        reader = robomimic_reader(lift_demos / "lift_demos.hdf5", keys, filter_by_attribute=filter_key)
+        item = reader[len(reader) - 1]
+        assert item["actions"].shape == (1, 7) and item["next_obs"]["object"].shape == (1, 10)
+    assert reader.env_meta()["env_name"] == "Lift" and reader.shape_meta()["ac_dim"] == 7
 
 
 def test_zarr_matches_hdf5(lift_demos):
@@ -107,6 +153,47 @@ def test_bad_arguments_are_rejected(tmp_path):
     from paradigms_policy.demos import generate_demos
 
     with pytest.raises(ValueError, match="no scripted expert"):
-        generate_demos("pusht", 1, 0, tmp_path)
+        generate_demos("stack", 1, 0, tmp_path)
     with pytest.raises(ValueError, match="episodes"):
         generate_demos("lift", 0, 0, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def pusht_demos(tmp_path_factory):
+    """One PushT demonstration from the scripted pusher (about a second)."""
+    from paradigms_policy.demos import generate_demos
+
+    out_dir = tmp_path_factory.mktemp("pusht_demos")
+    summary = generate_demos("pusht", 1, 0, out_dir, progress=False)
+    return out_dir, summary
+
+
+def test_pusht_demos_are_robomimic_gym_datasets(pusht_demos, robomimic_reader):
+    from paradigms_policy.data.robomimic_hdf5 import read_robomimic_hdf5
+
+    out_dir, summary = pusht_demos
+    assert summary["expert_success_rate"] == 1.0 and summary["hold_steps_after_success"] == 0
+    episodes, env_args, _ = read_robomimic_hdf5(out_dir / "pusht_demos.hdf5")
+    assert env_args["type"] == 2 and env_args["env_name"] == "gym_pusht/PushT-v0"  # robomimic's EnvType.GYM_TYPE
+    assert env_args["env_kwargs"]["obs_type"] == "environment_state_agent_pos"
+    episode = episodes[0]
+    T = len(episode["actions"])
+    assert episode["actions"].shape == (T, 2) and episode["states"].shape == (T, 5)
+    assert {k: v.shape[1:] for k, v in episode["next_obs"].items()} == {"agent_pos": (2,), "keypoint": (8, 2)}
+    assert episode["rewards"][-1] == 1.0 and episode["rewards"][:-1].max() < 1.0  # ends at the first success
+    reader = robomimic_reader(out_dir / "pusht_demos.hdf5", ["agent_pos", "keypoint"])
+    assert reader[T - 1]["next_obs"]["keypoint"].shape == (1, 8, 2)
+
+
+def test_pusht_states_replay_exactly(pusht_demos):
+    from paradigms_policy.data.robomimic_hdf5 import read_robomimic_hdf5
+    from paradigms_policy.sim.pusht import make_pusht_env
+
+    out_dir, _ = pusht_demos
+    episode = read_robomimic_hdf5(out_dir / "pusht_demos.hdf5")[0][0]
+    env = make_pusht_env()
+    for t in (0, len(episode["actions"]) // 2, len(episode["actions"]) - 1):
+        obs = env.reset_to_state(episode["states"][t])
+        np.testing.assert_allclose(obs["keypoint"], episode["obs"]["keypoint"][t], atol=1e-3)
+        np.testing.assert_allclose(obs["agent_pos"], episode["obs"]["agent_pos"][t], atol=1e-3)
+    env.close()

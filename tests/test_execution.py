@@ -31,8 +31,12 @@ def test_first_chunk_starts_at_its_first_action_when_it_arrives():
     req = m.request(obs_time=100.0, expected_arrival=100.2)
     assert req.first and req.shift is None and len(req.known_actions) == 0
     placed = m.place(req, chunk(1), arrival=100.3)  # the robot waited for it: nothing has passed
-    assert placed.first_index == 0 and placed.dropped == 0 and placed.start_time == pytest.approx(100.3)
+    assert placed.dropped == 0 and placed.start_time == pytest.approx(100.3)
     assert m.timeline.action_at(100.3).tolist() == [1, 1]  # horizon index n_obs_steps - 1
+    # an observation stamped ahead (the state at the next tick) never starts before its own time
+    m.reset()
+    early = m.place(m.request(obs_time=200.05, expected_arrival=200.03), chunk(1), arrival=200.02)
+    assert early.start_time == pytest.approx(200.05)
 
 
 def test_aligned_places_action_j_at_obs_time_plus_j_dt_and_drops_the_past():
@@ -42,7 +46,7 @@ def test_aligned_places_action_j_at_obs_time_plus_j_dt_and_drops_the_past():
     req = m.request(obs_time=8 * DT, expected_arrival=11 * DT)
     assert req.shift == 8 and not req.first
     placed = m.place(req, chunk(2), arrival=8 * DT + 0.13)  # 2.6 periods later
-    assert placed.first_index == 3 and placed.dropped == 3
+    assert placed.dropped == 3
     assert placed.start_time == pytest.approx(11 * DT)
     assert len(placed.actions) == 15 - 3
     # before the new chunk's start the old one still runs; from it on the new one
@@ -55,7 +59,7 @@ def test_naive_starts_a_late_chunk_at_its_first_action():
     m.place(m.request(0.0, 0.0), chunk(1), arrival=0.0)
     req = m.request(8 * DT, 11 * DT)
     placed = m.place(req, chunk(2), arrival=8 * DT + 0.13)
-    assert placed.first_index == 0 and placed.dropped == 0
+    assert placed.dropped == 0
     assert m.timeline.action_at(8 * DT + 0.13).tolist() == [2, 1]
 
 

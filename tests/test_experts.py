@@ -98,3 +98,10 @@ def test_can_expert_places_the_can():
 def test_unknown_task_has_no_expert():
     with pytest.raises(ValueError, match="no scripted expert"):
         make_expert("stack", env=None)
+
+
+def test_pusht_expert_is_made_for_pusht():
+    from paradigms_policy.sim.pusht_expert import PushTExpert
+
+    expert = make_expert("pusht", env=None, seed=3)
+    assert isinstance(expert, PushTExpert) and expert.style == PushTExpert(3).style

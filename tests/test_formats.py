@@ -21,6 +21,15 @@ from paradigms_policy.formats import UnsafeCheckpointError, UnsupportedCheckpoin
 from paradigms_policy.formats import diffusion_policy_ckpt, lerobot
 from paradigms_policy.formats.safe_pickle import torch_load
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The reference outputs were computed with one thread; more threads reorder float sums (~4e-7)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 FIXTURES = Path(__file__).parent / "fixtures" / "foreign"
 
 

@@ -9,7 +9,7 @@ from paradigms_policy.diffusion.picard import solve_picard
 from paradigms_policy.diffusion.samplers import make_sampler
 from paradigms_policy.diffusion.sequential import sample_sequential
 from paradigms_policy.diffusion.warm_start import shift_for_next_cycle
-from test_picard import ACTION_DIM, HORIZON, fake_denoiser, problem
+from conftest import ACTION_DIM, HORIZON, fake_denoiser, problem
 
 
 def known_first_rows(x_init: torch.Tensor, rows: int = 3, first: int = 1, noised: bool = False) -> Inpainting:

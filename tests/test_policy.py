@@ -160,7 +160,26 @@ def test_image_checkpoint_warms_up_and_acts(tmp_path):
     assert np.isfinite(out.action).all()
 
 
-@pytest.mark.parametrize("sampler", ["ddim_sequential", "picard_warm", "anderson_warm"])
+def test_auto_sampler_is_chosen_by_measurement_and_says_why(random_checkpoint):
+    from paradigms_policy.diffusion.registry import SAMPLERS
+
+    policy = load_policy(random_checkpoint, sampler="auto", deadline_policy="keep_previous", history=3)
+    assert policy.requested_sampler == "auto" and policy.sampler_name in SAMPLERS
+    reason = policy.sampler_choice_reason
+    assert reason.startswith(f"auto chose {policy.sampler_name}") and "ms" in reason
+    assert policy.sampler_choice.expected_s[policy.sampler_name] == min(policy.sampler_choice.expected_s.values())
+    if not policy.sampler_name.startswith("anderson"):
+        assert "['history']" in reason  # an override that does not apply is dropped and named
+    policy.warmup()
+    result = policy.predict_action(_obs(), seed=0)
+    assert result.sampler == policy.sampler_name and np.isfinite(result.action).all()
+    named = load_policy(random_checkpoint, sampler="ddim16_sequential")
+    assert named.sampler_choice_reason == "sampler 'ddim16_sequential' requested by name"
+    with pytest.raises(ValueError, match="unknown sampler"):
+        load_policy(random_checkpoint, sampler="fastest")
+
+
+@pytest.mark.parametrize("sampler", ["ddim_sequential", "picard_warm", "anderson_warm", "newton_ddim16_warm"])
 def test_known_actions_are_held_in_the_predicted_chunk(random_checkpoint, sampler):
     policy = load_policy(random_checkpoint, sampler=sampler, num_inference_steps=10)
     known = np.array([[0.3, -0.2], [0.25, -0.1]], dtype=np.float32)

@@ -116,3 +116,20 @@ def test_add_episode_validates_its_input():
     assert buffer.n_episodes == 1 and buffer.n_steps == 3  # failed adds leave no trace
     with pytest.raises(KeyError, match="no data key 'missing'"):
         buffer["missing"]
+
+
+def test_export_validation_episodes_matches_the_training_split(tmp_path, bimodal_zarr):
+    """The profiler's <checkpoint>.episode.npz: the held-out episodes of paradigms-train's split, in its layout."""
+    from paradigms_policy.data.episode_export import export_validation_episodes
+    from paradigms_policy.data.sequence_dataset import split_episodes
+    from paradigms_policy.profiling.episodes import episodes_from_npz
+
+    out = export_validation_episodes(bimodal_zarr, tmp_path / "x.episode.npz", val_ratio=0.2, seed=3)
+    expected = np.flatnonzero(split_episodes(12, 0.2, 3))
+    with np.load(out) as data:
+        np.testing.assert_array_equal(data["demo_indices"], expected)
+        assert set(data.files) == {"pos", "target", "action", "episode_ends", "demo_indices"}
+    buffer = ReplayBuffer.open(bimodal_zarr)
+    episodes = episodes_from_npz(out, ["pos", "target"])
+    assert len(episodes) == len(expected)
+    np.testing.assert_array_equal(episodes[-1]["pos"], buffer.get_episode(int(expected[-1]))["pos"])

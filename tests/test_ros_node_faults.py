@@ -266,4 +266,8 @@ def test_configure_only_parameters_are_refused_while_active_and_budgets_without_
     assert list(trajectory.joint_names)[-1] == "gripper" and len(trajectory.joint_names) == 7
     times = [duration_to_seconds(p.time_from_start) for p in trajectory.points]
     assert times[1] - times[0] == pytest.approx(DT)  # still the 20 Hz grid
-    assert [s for s in drv.diagnostics[-2:] if s.level == DiagnosticStatus.ERROR] == []
+    # an earlier test's deliberate solver failure may still be reported by the 1 Hz diagnostics: wait for its
+    # successors, which must not be errors
+    n_diag = len(drv.diagnostics)
+    assert drv.run(SETTLE_S, until=lambda: len(drv.diagnostics) > n_diag
+                   and drv.diagnostics[-1].level != DiagnosticStatus.ERROR), "diagnostics stay in ERROR"

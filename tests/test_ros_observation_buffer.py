@@ -167,3 +167,30 @@ def test_worker_survives_a_failing_job():
     assert worker.submit("good") and worker.wait_idle(5)
     worker.stop()
     assert [str(e) for e in errors] == ["boom"]
+
+
+def test_action_queue_keeps_the_committed_points_before_a_late_chunks_first_point():
+    """A chunk stamped with its observation time starts at its first action not yet due: the old
+    chunk's points between the stamp and that first point are what the robot runs meanwhile."""
+    from paradigms_policy.ros.sim_robot_node import ActionQueue
+
+    queue = ActionQueue()
+    queue.insert_chunk(10.0, np.arange(8) * 0.1, np.zeros((8, 1)))
+    assert queue.pop_due(10.0, 0.1)[0][0] == 0.0
+    queue.insert_chunk(10.1, np.arange(3, 8) * 0.1, np.ones((5, 1)))  # obs at 10.1, points from 10.4
+    assert queue.times == pytest.approx([10.1, 10.2, 10.3, 10.4, 10.5, 10.6, 10.7, 10.8])
+    ran = [queue.pop_due(t, 0.1)[0][0] for t in (10.1, 10.2, 10.3, 10.4, 10.5)]
+    assert ran == [0.0, 0.0, 0.0, 1.0, 1.0]
+
+
+def test_data_time_is_the_header_stamp_when_there_is_one():
+    from std_msgs.msg import Float32MultiArray
+    from sensor_msgs.msg import JointState
+
+    from paradigms_policy.ros.observation_buffer import Stamped
+
+    assert Stamped(Float32MultiArray(), 12.5).data_time == 12.5  # no header: the receive time
+    state = JointState()
+    assert Stamped(state, 12.5).data_time == 12.5  # zero stamp: the receive time
+    state.header.stamp.sec, state.header.stamp.nanosec = 12, 550_000_000
+    assert Stamped(state, 12.5).data_time == pytest.approx(12.55)

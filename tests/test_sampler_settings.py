@@ -9,9 +9,11 @@ from paradigms_policy.sampler_settings import DEADLINE_POLICIES, SAMPLER_SOLVERS
 
 def test_kinds_and_deadline_policies_match_the_core():
     from paradigms_policy.diffusion.budget import DeadlinePolicy
-    from paradigms_policy.diffusion.samplers import SAMPLER_SPECS
+    from paradigms_policy.diffusion.registry import ALIASES, AUTO, SAMPLERS
 
-    assert SAMPLER_SOLVERS == {name: spec[0] for name, spec in SAMPLER_SPECS.items()}
+    core = {name: spec.update for name, spec in SAMPLERS.items()}
+    core.update({alias: SAMPLERS[target].update for alias, target in ALIASES.items()}, **{AUTO: "auto"})
+    assert SAMPLER_SOLVERS == core
     assert set(DEADLINE_POLICIES) == {p.value for p in DeadlinePolicy}
 
 
@@ -22,10 +24,10 @@ def test_not_set_is_distinct_from_zero():
 
 
 def test_overrides_build_the_sampler_they_describe():
-    from paradigms_policy.diffusion.samplers import PICARD_TOLERANCE, make_sampler
+    from paradigms_policy.diffusion.samplers import SAMPLERS, make_sampler
 
     default = make_sampler("picard_warm", **SamplerSettings("picard_warm").overrides())
-    assert default.tolerance == PICARD_TOLERANCE
+    assert default.tolerance == SAMPLERS["picard_ddpm100_warm"].settings.tolerance
     settings = SamplerSettings("anderson_warm", steps=20, tolerance=0.0, abs_tolerance=2e-3, window=10, history=3,
                                deadline_policy="publish")
     sampler = make_sampler(settings.name, **settings.overrides())

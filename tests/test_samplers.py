@@ -4,11 +4,12 @@ import pytest
 import torch
 
 from paradigms_policy.diffusion.budget import DeadlinePolicy
+from paradigms_policy.diffusion.registry import ALIASES, AUTO, RULES, SAMPLERS, canonical_name
 from paradigms_policy.diffusion.samplers import SAMPLER_NAMES, WarmStartState, make_sampler
 from paradigms_policy.diffusion.sequential import draw_noise, sample_sequential
 from paradigms_policy.diffusion.step_rules import make_step_rule
-from test_budget import FakeClock, seeded, timed
-from test_picard import ACTION_DIM, HORIZON, fake_denoiser, gmm_denoiser
+from conftest import FakeClock, seeded, timed
+from conftest import ACTION_DIM, HORIZON, fake_denoiser, gmm_denoiser
 
 
 def draws(sampler, batch=1, seed=0):
@@ -30,6 +31,34 @@ def test_names_and_defaults():
         assert s.uses_warm_start == name.endswith("_warm")
     assert make_sampler("anderson_cold").solver_config["history"] >= 2
     assert make_sampler("picard_warm").deadline_policy is DeadlinePolicy.DDIM_FALLBACK
+
+
+def test_registry_names_say_what_they_solve():
+    assert set(SAMPLER_NAMES) == set(SAMPLERS) | set(ALIASES) | {AUTO}
+    for name, spec in SAMPLERS.items():
+        s = make_sampler(name)
+        kind, steps = RULES[spec.rule]
+        assert (s.rule.kind, s.rule.num_steps) == (kind, steps) and spec.rule in name
+        assert s.solver == spec.update and s.is_parallel == (spec.update != "sequential")
+        if s.is_parallel:
+            assert name == f"{spec.update}_{spec.rule}_{'warm' if spec.warm else 'cold'}"
+            assert s.uses_warm_start == spec.warm and s.settings == spec.settings
+        else:
+            assert name == f"{spec.rule}_sequential" and s.solver_config == {}
+    for update in ("picard", "anderson", "newton"):
+        for rule in RULES:
+            for start in ("cold", "warm"):
+                assert f"{update}_{rule}_{start}" in SAMPLERS
+
+
+def test_aliases_are_the_first_names():
+    assert canonical_name("anderson_warm") == "anderson_ddpm100_warm"
+    assert canonical_name("ddim_sequential") == "ddim16_sequential"
+    alias, full = make_sampler("picard_warm"), make_sampler("picard_ddpm100_warm")
+    assert alias.name == "picard_warm" and alias.spec_name == "picard_ddpm100_warm"
+    assert alias.settings == full.settings and alias.uses_warm_start
+    with pytest.raises(ValueError, match="auto"):
+        make_sampler(AUTO)
 
 
 def test_overrides_from_a_checkpoint():
@@ -71,14 +100,15 @@ def test_sequential_samplers_are_the_sequential_sampler(name):
     assert torch.equal(s.sample(den, x_init, noise).sample, sample_sequential(den, s.rule, x_init, noise).sample)
 
 
-@pytest.mark.parametrize("name", ["picard_cold", "anderson_cold", "picard_warm", "anderson_warm"])
+@pytest.mark.parametrize("name", ["picard_cold", "anderson_cold", "picard_warm", "anderson_warm", "newton_ddpm100_warm",
+                                  "newton_ddim16_cold", "anderson_ddim16_warm", "picard_dpmsolver10_warm"])
 def test_parallel_samplers_match_sequential_within_tolerance(name):
     s = make_sampler(name)
     x_init, noise = draws(s)
     den = gmm_denoiser(s.rule)
     ref = sample_sequential(den, s.rule, x_init, noise)
     res = s.sample(den, x_init, noise)
-    assert res.stats.converged and res.stats.rounds < 100
+    assert res.stats.converged and res.stats.rounds < s.rule.num_steps
     assert (res.sample - ref.sample).abs().max() < 0.02
     # warm alias and init_trajectory give the same solve
     again = s.sample(den, x_init, noise, warm=ref.trajectory)
@@ -135,6 +165,17 @@ def test_warmup_seeds_the_round_time_estimates():
     x_init, _ = draws(s)
     s.warmup(fake_denoiser(), x_init)
     assert s.round_times.known_windows() == [1, 8]
+
+
+def test_newton_warmup_times_its_probe_rows():
+    s = make_sampler("newton_ddim16_warm")
+    x_init, _ = draws(s)
+    den = fake_denoiser()
+    s.warmup(den, x_init, repeats=1)
+    d = HORIZON * ACTION_DIM
+    assert s.round_times.known_windows() == [1, 16]  # keyed by window, timed at the call's real width
+    assert den.calls["windows"] == [1, 1, 16 + 15 * d, 16 + 15 * d]  # an untimed first call per width
+    assert s.call_widths(d) == [1, 16 + 15 * d]
 
 
 def test_warm_state_reexported():

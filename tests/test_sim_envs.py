@@ -161,3 +161,24 @@ def test_pusht_env_keys_and_seeding():
     obs, _, _, _, info = env.step(a["agent_pos"] + 5.0)
     assert obs["keypoint"].dtype == np.float32 and "is_success" in info
     env.close()
+
+
+def test_pusht_state_round_trips_and_meta_is_robomimic_gym():
+    """get_state rows (robomimic ``states``) put agent and T back exactly where they were."""
+    from paradigms_policy.sim.pusht import pusht_env_meta
+
+    env = make_task_env("pusht")
+    obs, _ = env.reset(seed=3)
+    for _ in range(5):
+        obs, *_ = env.step(obs["agent_pos"] + 20.0)  # move (and maybe push) so the T's angle is not the reset one
+    state = env.get_state()
+    env.reset(seed=4)
+    replayed = env.reset_to_state(state)
+    np.testing.assert_allclose(replayed["keypoint"], obs["keypoint"], atol=1e-4)
+    np.testing.assert_allclose(replayed["agent_pos"], obs["agent_pos"], atol=1e-4)
+    with pytest.raises(ValueError, match=r"PushT state has shape \(4,\)"):
+        env.reset_to_state(np.zeros(4))
+    env.close()
+    meta = pusht_env_meta()
+    assert meta["type"] == 2 and meta["env_name"] == "gym_pusht/PushT-v0"
+    assert json.loads(json.dumps(meta)) == meta

@@ -50,7 +50,7 @@ def test_parallel_solves_after_warmup_create_nothing(random_checkpoint, window_s
     policy = load_policy(random_checkpoint, device=device, sampler=sampler, window=window)
     policy.warmup()
     denoiser = policy.denoiser
-    assert denoiser.window_sizes == list(range(1, window + 1)) == solver_window_sizes(policy.sampler)
+    assert denoiser.window_sizes == list(range(1, window + 1)) == solver_window_sizes(policy.sampler, policy.horizon * policy.action_dim)
     created = (denoiser.slots_created, denoiser.graphs_captured)
     if device == "cuda":
         assert denoiser.executor == "cuda_graph" and denoiser.graphs_captured == window

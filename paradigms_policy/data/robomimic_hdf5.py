@@ -1,15 +1,20 @@
 """robomimic HDF5 demonstrations: write, read, and import into the zarr replay-buffer layout.
 
-File layout (robomimic's)::
+File layout (robomimic's, as its ``dataset_states_to_obs.py`` writes it)::
 
-    data/                      attrs: total (int, all steps), env_args (JSON {env_name, type, env_kwargs})
-    data/demo_<i>/             attrs: num_samples (int)
-    data/demo_<i>/obs/<key>    [T, *shape]
-    data/demo_<i>/actions      [T, A]
-    data/demo_<i>/states       [T, S]   (simulator state, for replay)
-    data/demo_<i>/rewards      [T]
-    data/demo_<i>/dones        [T]
-    mask/train, mask/valid     byte strings: the demo names in each split
+    data/                        attrs: total (int, all steps), env_args (JSON {env_name, env_version, type, env_kwargs})
+    data/demo_<i>/               attrs: num_samples (int); model_file (MJCF XML), ep_meta (JSON) when known
+    data/demo_<i>/obs/<key>      [T, *shape]  observation before action t
+    data/demo_<i>/next_obs/<key> [T, *shape]  observation after action t (the last row: after the final action)
+    data/demo_<i>/actions        [T, A]
+    data/demo_<i>/states         [T, S]   (simulator state, for replay)
+    data/demo_<i>/rewards        [T]      reward after action t
+    data/demo_<i>/dones          [T]
+    mask/train, mask/valid       byte strings: the demo names in each split (robomimic "filter keys")
+
+robomimic's ``SequenceDataset`` reads ``num_samples`` for its index and, by default
+(``load_next_obs=True``), ``next_obs/<key>`` next to every ``obs/<key>``: a file without them
+fails there with "component not found".
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from .replay_buffer import ReplayBuffer
 
 __all__ = [
     "RobomimicFormatError",
+    "next_obs_from",
     "write_robomimic_hdf5",
     "read_robomimic_hdf5",
     "import_robomimic_hdf5",
@@ -33,6 +39,8 @@ __all__ = [
 ]
 
 EPISODE_ARRAYS = ("actions", "states", "rewards", "dones")
+OBS_GROUPS = ("obs", "next_obs")
+DEMO_ATTRS = ("model_file", "ep_meta")  # per-demo string attributes robomimic keeps when present
 _DEMO_NAME = re.compile(r"^demo_(\d+)$")
 
 
@@ -40,15 +48,31 @@ class RobomimicFormatError(ValueError):
     """The HDF5 file or an episode does not follow robomimic's dataset layout."""
 
 
-def _check_episode(index: int, episode: dict[str, Any]) -> int:
-    """Return the episode's length after checking every array has it."""
-    missing = [name for name in ("obs",) + EPISODE_ARRAYS if name not in episode]
+def next_obs_from(obs: dict[str, np.ndarray], final_obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """robomimic's ``next_obs``: ``obs`` shifted by one step, ending with the observation after the last action."""
+    missing = sorted(set(obs) - set(final_obs))
     if missing:
-        raise RobomimicFormatError(f"episode {index}: missing {missing}")
+        raise RobomimicFormatError(f"final observation lacks obs key(s) {missing}")
+    return {key: np.concatenate([np.asarray(value)[1:], np.asarray(final_obs[key])[None]]) for key, value in obs.items()}
+
+
+def _check_episode(index: int, episode: dict[str, Any]) -> int:
+    """Return the episode's length after checking every array (obs, next_obs, actions, ...) has it."""
+    missing = [name for name in OBS_GROUPS + EPISODE_ARRAYS if name not in episode]
+    if missing:
+        hint = " (build next_obs with next_obs_from(obs, final_obs))" if "next_obs" in missing else ""
+        raise RobomimicFormatError(f"episode {index}: missing {missing}{hint}")
     if not episode["obs"]:
         raise RobomimicFormatError(f"episode {index}: 'obs' has no keys")
+    if set(episode["next_obs"]) != set(episode["obs"]):
+        raise RobomimicFormatError(f"episode {index}: next_obs keys {sorted(episode['next_obs'])} differ from "
+                                   f"obs keys {sorted(episode['obs'])}")
+    for key, value in episode["obs"].items():
+        if np.shape(episode["next_obs"][key]) != np.shape(value):
+            raise RobomimicFormatError(f"episode {index}: next_obs/{key} has shape {np.shape(episode['next_obs'][key])}, "
+                                       f"obs/{key} has {np.shape(value)}")
     lengths = {name: len(episode[name]) for name in EPISODE_ARRAYS}
-    lengths.update({f"obs/{key}": len(value) for key, value in episode["obs"].items()})
+    lengths.update({f"{group}/{key}": len(value) for group in OBS_GROUPS for key, value in episode[group].items()})
     if len(set(lengths.values())) != 1:
         raise RobomimicFormatError(f"episode {index}: arrays have different numbers of steps: {lengths}")
     n_steps = lengths["actions"]
@@ -76,7 +100,12 @@ def write_robomimic_hdf5(
     train_fraction: float = 0.9,
     seed: int = 0,
 ) -> Path:
-    """Write ``episodes`` (dicts of obs/actions/states/rewards/dones) as a robomimic HDF5 file."""
+    """Write ``episodes`` as a robomimic HDF5 file, laid out as robomimic's own scripts write it.
+
+    Each episode: ``obs`` and ``next_obs`` ({key: [T, *shape]}), ``actions``, ``states``, ``rewards``,
+    ``dones`` ([T, ...]), and optionally ``model_file`` (MJCF XML string) and ``ep_meta`` (dict), stored
+    as demo attributes. ``env_args`` is robomimic's env metadata (``env.serialize()``).
+    """
     path = Path(path)
     if not episodes:
         raise RobomimicFormatError("write_robomimic_hdf5: no episodes to write")
@@ -90,14 +119,19 @@ def write_robomimic_hdf5(
         data = f.create_group("data")
         for i, (episode, n_steps) in enumerate(zip(episodes, lengths)):
             demo = data.create_group(f"demo_{i}")
-            demo.attrs["num_samples"] = n_steps
-            obs = demo.create_group("obs")
-            for key, value in episode["obs"].items():
-                obs.create_dataset(key, data=np.asarray(value))
+            demo.attrs["num_samples"] = int(n_steps)
+            if episode.get("model_file") is not None:
+                demo.attrs["model_file"] = str(episode["model_file"])
+            if episode.get("ep_meta") is not None:
+                demo.attrs["ep_meta"] = json.dumps(episode["ep_meta"])
             for name in EPISODE_ARRAYS:
                 demo.create_dataset(name, data=np.asarray(episode[name]))
+            for group_name in OBS_GROUPS:
+                group = demo.create_group(group_name)
+                for key, value in episode[group_name].items():
+                    group.create_dataset(key, data=np.asarray(value))
         data.attrs["total"] = int(sum(lengths))
-        data.attrs["env_args"] = json.dumps(env_args)
+        data.attrs["env_args"] = json.dumps(env_args, indent=4)
         mask = f.create_group("mask")
         for split, members in (("train", train), ("valid", valid)):
             names = np.array([f"demo_{i}".encode() for i in members], dtype="S")
@@ -128,7 +162,11 @@ def _read_env_args(data: h5py.Group, path: Path) -> dict[str, Any]:
 
 
 def read_robomimic_hdf5(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, list[str]]]:
-    """Read every demo (numeric order) -> (episodes, env_args, masks {split: [demo names]})."""
+    """Read every demo (numeric order) -> (episodes, env_args, masks {split: [demo names]}).
+
+    An episode holds ``name``, ``obs``, ``next_obs`` (when the file has it; older files may not), the
+    arrays present, and ``num_samples`` / ``model_file`` / ``ep_meta`` from the demo's attributes.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"robomimic dataset {path} does not exist")
@@ -141,11 +179,15 @@ def read_robomimic_hdf5(path: str | Path) -> tuple[list[dict[str, Any]], dict[st
             missing = [key for key in ("obs", "actions") if key not in demo]
             if missing:
                 raise RobomimicFormatError(f"{path}: {name} is missing {missing}")
-            episode = {"name": name, "obs": {key: demo["obs"][key][()] for key in demo["obs"].keys()}}
+            episode: dict[str, Any] = {"name": name}
+            for group_name in OBS_GROUPS:
+                if group_name in demo:
+                    episode[group_name] = {key: demo[group_name][key][()] for key in demo[group_name].keys()}
             for array_name in EPISODE_ARRAYS:
                 if array_name in demo:
                     episode[array_name] = demo[array_name][()]
             _check_lengths(path, name, episode)
+            episode.update(_demo_attrs(path, name, demo, len(episode["actions"])))
             episodes.append(episode)
         masks = {split: [n.decode() if isinstance(n, bytes) else str(n) for n in f["mask"][split][()]]
                  for split in (f["mask"].keys() if "mask" in f else [])}
@@ -153,10 +195,26 @@ def read_robomimic_hdf5(path: str | Path) -> tuple[list[dict[str, Any]], dict[st
 
 
 def _check_lengths(path: Path, name: str, episode: dict[str, Any]) -> None:
-    lengths = {key: len(value) for key, value in episode.items() if key not in ("obs", "name")}
-    lengths.update({f"obs/{key}": len(value) for key, value in episode["obs"].items()})
+    lengths = {key: len(episode[key]) for key in EPISODE_ARRAYS if key in episode}
+    for group_name in OBS_GROUPS:
+        lengths.update({f"{group_name}/{key}": len(value) for key, value in episode.get(group_name, {}).items()})
     if len(set(lengths.values())) != 1:
         raise RobomimicFormatError(f"{path}: {name} has arrays of different lengths: {lengths}")
+
+
+def _demo_attrs(path: Path, name: str, demo: h5py.Group, n_steps: int) -> dict[str, Any]:
+    """num_samples (checked against the arrays), model_file and ep_meta of one demo group."""
+    out: dict[str, Any] = {}
+    if "num_samples" in demo.attrs:
+        out["num_samples"] = int(demo.attrs["num_samples"])
+        if out["num_samples"] != n_steps:
+            raise RobomimicFormatError(f"{path}: {name} has num_samples {out['num_samples']} but {n_steps} actions")
+    for attr in DEMO_ATTRS:
+        if attr in demo.attrs:
+            raw = demo.attrs[attr]
+            text = raw.decode() if isinstance(raw, bytes) else str(raw)
+            out[attr] = json.loads(text) if attr == "ep_meta" else text
+    return out
 
 
 def import_robomimic_hdf5(

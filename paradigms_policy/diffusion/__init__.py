@@ -1,2 +1,3 @@
-"""Diffusion sampling: step rules, the sequential sampler, parallel solvers (Picard,
-triangular Anderson), warm starts and the latency budget. Imports torch only."""
+"""Diffusion sampling: step rules, the sequential sampler, the fixed-point loop with its update
+rules (Picard, triangular Anderson, Newton), the sampler registry and ``auto`` selection, warm
+starts, inpainting and the latency budget. Imports torch only."""

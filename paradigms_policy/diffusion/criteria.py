@@ -11,7 +11,9 @@ ParaDiGMS criterion; near the data end its noise variance goes to zero (it is
 exactly zero at the last DDPM step), so those steps need a change of ~0 to pass
 and dominate the round count (DESIGN.md: 23-31 rounds for DDPM-100 whatever the
 tolerance). The absolute floor (ParaTAA's tol1) stops that: a change far below
-what matters in normalized action units counts as converged.
+what matters in normalized action units counts as converged. An optional ``max_abs_tolerance``
+also requires max_event |delta| <= max_abs_tolerance (Newton: an RMS test lets one far-off
+coordinate through).
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ import torch
 _MIN_VAR = 1e-20  # same floor diffusers uses for the DDPM posterior variance
 
 
-def check_tolerances(tolerance: float, abs_tolerance: float | None) -> None:
+def check_tolerances(tolerance: float, abs_tolerance: float | None, max_abs_tolerance: float | None = None) -> None:
     if tolerance is None or not isinstance(tolerance, (int, float)) or math.isnan(tolerance) or tolerance < 0:
         raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
     if abs_tolerance is not None and (math.isnan(abs_tolerance) or abs_tolerance < 0):
         raise ValueError(f"abs_tolerance must be None or a number >= 0, got {abs_tolerance!r}")
+    if max_abs_tolerance is not None and (math.isnan(max_abs_tolerance) or max_abs_tolerance < 0):
+        raise ValueError(f"max_abs_tolerance must be None or a number >= 0, got {max_abs_tolerance!r}")
 
 
 @dataclass
@@ -41,11 +45,13 @@ class StepErrors:
 
 
 class ConvergenceCriterion:
-    def __init__(self, error_var: torch.Tensor, tolerance: float, abs_tolerance: float | None):
-        check_tolerances(tolerance, abs_tolerance)
+    def __init__(self, error_var: torch.Tensor, tolerance: float, abs_tolerance: float | None,
+                 max_abs_tolerance: float | None = None):
+        check_tolerances(tolerance, abs_tolerance, max_abs_tolerance)
         self.error_var = error_var.clamp_min(_MIN_VAR)
         self.tol_sq = float(tolerance) ** 2
         self.abs_tolerance = abs_tolerance
+        self.max_abs_tolerance = max_abs_tolerance
 
     def evaluate(self, delta: torch.Tensor, first_step: int) -> StepErrors:
         """delta: [W, B, *event] change of states x_{first_step+1 .. first_step+W}."""
@@ -57,6 +63,8 @@ class ConvergenceCriterion:
         rms = msq.sqrt()
         if self.abs_tolerance is not None:
             ok = ok | (rms <= self.abs_tolerance)
+        if self.max_abs_tolerance is not None:
+            ok = ok & (delta.reshape(w, b, -1).abs().amax(dim=2).to(msq) <= self.max_abs_tolerance)
         return StepErrors(ratio=ratio.amax(dim=1), rms=rms.amax(dim=1), converged=ok.all(dim=1))
 
 

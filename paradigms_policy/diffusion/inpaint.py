@@ -78,6 +78,11 @@ class StateInpainting:
         values = self.values if self.values.shape[0] == 1 else self.values[first:first + n]
         return torch.where(self.mask, values, states)
 
+    def apply_at(self, rows: Tensor, states: Tensor) -> Tensor:
+        """rows [n, B, *event], each the state whose index is in ``states`` (Long[n])."""
+        values = self.values if self.values.shape[0] == 1 else self.values[states.to(self.values.device)]
+        return torch.where(self.mask, values, rows)
+
     def final(self, sample: Tensor) -> Tensor:
         """A sample [B, *event] (state S) with the known entries set."""
         return self.apply(sample.unsqueeze(0), self.num_steps)[0]

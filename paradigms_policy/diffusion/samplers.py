@@ -1,57 +1,19 @@
-"""Named samplers: a step rule plus a solver with its settings, behind one ``.sample``.
+"""Named samplers: a step rule plus a fixed-point method with its settings, behind one ``.sample``.
 
-Names: ``ddpm_sequential`` (100 steps), ``ddim_sequential`` (16 steps),
-``dpmsolver_sequential`` (10 steps, DPM-Solver++ 2M), and the parallel
-``picard_cold``, ``picard_warm``, ``anderson_cold``, ``anderson_warm`` which
-solve 100-step DDPM (DiffusionPolicy's settings: squaredcos_cap_v2, epsilon,
-clip_sample) to a tolerance. ``*_warm`` differ from ``*_cold`` only in
-``uses_warm_start``: the caller (Policy, profiler) keeps a
+Names, measured defaults and study figures live in registry.py. ``*_warm`` samplers
+differ from ``*_cold`` only in ``uses_warm_start``: the caller (Policy, profiler) keeps a
 :class:`WarmStartState` and passes its initial trajectory.
 
-Overrides (``make_sampler(name, **overrides)``): schedule settings from a
-checkpoint (``num_train_timesteps``, ``beta_schedule``, ``prediction_type``,
-``clip_sample``, ``clip_sample_range``), ``kind`` / ``num_inference_steps``,
-solver settings (``window``, ``tolerance``, ``abs_tolerance``, ``max_rounds``,
-``history``, ``order_k``, ``lam``) and ``deadline_policy``.
-
-Defaults for the parallel samplers were chosen on the shipped checkpoint
-(checkpoints/lift_lowdim.pt, robosuite Lift low-dim, DDPM-100) and its recorded
-held-out episodes with benchmarks/lift_solver_study.py: tuned on episodes 0-1
-(13 cold + 11 warm solves), confirmed on episodes 2-5 (28 cold + 24 warm
-solves); warm = previous cycle shifted by 8 of 16 actions; error = max abs
-difference to sequential DDPM-100 with the same noise, normalized units, goal
-<= 0.02. Rounds (median) cold/warm, max error cold/warm on episodes 2-5:
-
-- Picard (ParaDiGMS cumulative form): window 32, tolerance 0.1, abs floor 3e-3:
-  25/19 rounds, error 0.002/0.009. Window 100 needs the same rounds (24-25/18-20
-  on 0-1: a round slides at most ~10 steps anyway) at 2x the cost per round on
-  CPU (one batched call: W=32 ~4x, W=100 ~8x a W=1 call, 1 thread); window 16
-  needs 27/19 and its warm error reached 0.038. abs floor 0.01 saves one round
-  (24.5/18) at error 0.009/0.011: not worth halving the margin; tolerance 0.3
-  reached 0.094.
-- Anderson (ParaTAA's exact-linear form + triangular mixing, history 2): window
-  100, tolerance 0.01, abs floor 1e-3: 13/11 rounds (p90 17/13), error
-  0.012/0.014, i.e. about half of Picard's rounds. The exact-linear form needs
-  the tight tolerance: at 0.03 / 3e-3 (the toy-task defaults) its error was
-  0.031/0.044, at 0.02 / 1e-3 0.033/0.021, at 0.1 0.09-0.16 (its per-round
-  change underestimates the remaining error on a trained network). Window 50:
-  15/14 rounds, error 0.010, the same CPU wall-clock as window 100 in an
-  interleaved run (492/422 vs 521/426 ms, episodes 6-7); 100 keeps the fewer
-  rounds, which is what a GPU pays for. History 3 (abs 2e-3): no fewer rounds,
-  error 0.037. On CPU Picard warm (W=32) is as fast as Anderson warm (W=100):
-  396 vs 426 ms in the same run, since a W=100 call costs ~2x a W=32 call.
-- Warm starts help less than hoped: the previous chunk, shifted, is 0.2-0.4
-  (kept columns) and 0.3-0.6 (new tail columns) max abs away from the new
-  solution at the low-noise end (the conditioning moved 8 env steps and the
-  fresh tail noise reaches every column through the convolutions). A third of
-  the warm Picard rounds are spent on the last 10 steps (window sliding 1-2
-  steps a round); raising the abs floor to 0.02 saves only ~1 round there, so it
-  is the dynamics, not the near-zero DDPM variance, that holds the window back.
-- deadline policy: ``ddim_fallback`` (see budget.DeadlinePolicy).
+Overrides (``make_sampler(name, **overrides)``): schedule settings from a checkpoint
+(``num_train_timesteps``, ``beta_schedule``, ``prediction_type``, ``clip_sample``,
+``clip_sample_range``), ``kind`` / ``num_inference_steps``, any field of the sampler's
+settings object (``window``, ``tolerance``, ``abs_tolerance``, ``max_rounds``, ``history``,
+``fd_step``, ...) and ``deadline_policy``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,36 +21,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .anderson import DEFAULT_HISTORY, DEFAULT_LAMBDA, solve_anderson
-from .budget import (DEFAULT_DEADLINE_POLICY, Clock, DeadlinePolicy, RoundTimeEstimator)
+from .budget import DEFAULT_DEADLINE_POLICY, Clock, DeadlinePolicy, RoundTimeEstimator
+from .fixed_point import LoopSettings, solve_fixed_point
 from .inpaint import Inpainting
-from .picard import solve_picard, validate_solver_inputs
+from .registry import ALIASES, AUTO, SAMPLER_NAMES, SAMPLERS, SamplerSpec, canonical_name
+from .selection import measure_round_times
 from .sequential import sample_sequential
 from .step_rules import make_step_rule
 from .types import Denoiser, SampleResult
 from .warm_start import WarmStartState
 
-PICARD_WINDOW = 32
-PICARD_TOLERANCE = 0.1
-PICARD_ABS_TOLERANCE = 3e-3
-ANDERSON_WINDOW = 100
-ANDERSON_TOLERANCE = 0.01
-ANDERSON_ABS_TOLERANCE = 1e-3
+__all__ = ["Sampler", "make_sampler", "SAMPLER_NAMES", "SAMPLERS", "ALIASES", "AUTO", "WarmStartState",
+           "ddim_fallback_rule"]
 
 _SCHEDULE_KEYS = ("num_train_timesteps", "beta_schedule", "prediction_type", "clip_sample", "clip_sample_range")
-_SOLVER_KEYS = ("window", "tolerance", "abs_tolerance", "max_rounds", "exact_linear", "history", "order_k", "lam")
-
-# name -> (solver, step rule kind, steps, warm)
-SAMPLER_SPECS: dict[str, tuple[str, str, int, bool]] = {
-    "ddpm_sequential": ("sequential", "ddpm", 100, False),
-    "ddim_sequential": ("sequential", "ddim", 16, False),
-    "dpmsolver_sequential": ("sequential", "dpmsolver++", 10, False),
-    "picard_cold": ("picard", "ddpm", 100, False),
-    "picard_warm": ("picard", "ddpm", 100, True),
-    "anderson_cold": ("anderson", "ddpm", 100, False),
-    "anderson_warm": ("anderson", "ddpm", 100, True),
-}
-SAMPLER_NAMES = tuple(SAMPLER_SPECS)
 
 
 @dataclass
@@ -97,24 +43,37 @@ class Sampler:
 
     name: str
     rule: Any
-    solver: str  # "sequential" | "picard" | "anderson"
+    solver: str  # "sequential" | "picard" | "anderson" | "newton"
     uses_warm_start: bool
     schedule_config: dict[str, Any]
-    solver_config: dict[str, Any] = field(default_factory=dict)
+    settings: LoopSettings | None = None
     deadline_policy: DeadlinePolicy = DEFAULT_DEADLINE_POLICY
     round_times: RoundTimeEstimator = field(default_factory=RoundTimeEstimator)
+    spec_name: str = ""  # the registry name (differs from ``name`` for aliases)
+
+    @property
+    def solver_config(self) -> dict[str, Any]:
+        """The settings as a dict ({} for sequential samplers)."""
+        return {} if self.settings is None else dataclasses.asdict(self.settings)
 
     @property
     def window(self) -> int:
-        return int(self.solver_config.get("window", 1))
+        return 1 if self.settings is None else int(self.settings.window)
 
     @property
     def tolerance(self) -> float | None:
-        return self.solver_config.get("tolerance")
+        return None if self.settings is None else self.settings.tolerance
 
     @property
     def is_parallel(self) -> bool:
-        return self.solver != "sequential"
+        return self.settings is not None
+
+    def call_widths(self, event_numel: int) -> list[int]:
+        """Widths of the batched calls a solve makes at full window and at width 1."""
+        if self.settings is None:
+            return [1]
+        full = min(self.window, int(self.rule.num_steps))
+        return sorted({1, self.settings.rows_per_round(full, event_numel)})
 
     def sample(self, denoise: Denoiser, x_init: Tensor, noise: Tensor, *,
                init_trajectory: Tensor | None = None, deadline: float | None = None,
@@ -122,19 +81,19 @@ class Sampler:
                inpaint: Inpainting | None = None) -> SampleResult:
         """Solve one chunk. ``warm`` is an alias of ``init_trajectory``.
 
-        Sequential samplers ignore ``init_trajectory`` and ``deadline`` (they
-        always run all steps). Parallel ones stop before a round that would
-        overrun ``deadline`` and then apply ``deadline_policy``. ``inpaint``
-        holds known entries (inpaint.py) in every solver and fallback alike.
+        Sequential samplers ignore ``init_trajectory`` and ``deadline`` (they always run
+        all steps). Parallel ones stop before a round that would overrun ``deadline`` and
+        then apply ``deadline_policy``. ``inpaint`` holds known entries in every solver
+        and fallback alike.
         """
         if warm is not None and init_trajectory is not None:
             raise ValueError("pass the initial trajectory as init_trajectory or warm, not both")
         init = init_trajectory if init_trajectory is not None else warm
-        if not self.is_parallel:
+        if self.settings is None:
             return sample_sequential(denoise, self.rule, x_init, noise, inpaint=inpaint)
-        solve = solve_picard if self.solver == "picard" else solve_anderson
-        result = solve(denoise, self.rule, x_init, noise, init_trajectory=init, deadline=deadline,
-                       clock=clock, round_time_estimator=self.round_times, inpaint=inpaint, **self.solver_config)
+        result = solve_fixed_point(denoise, self.rule, x_init, noise, self.settings, init_trajectory=init,
+                                   deadline=deadline, clock=clock, round_time_estimator=self.round_times,
+                                   inpaint=inpaint)
         if result.stats.deadline_hit:
             result = self._on_deadline(result, denoise, x_init, init, deadline, clock, inpaint)
         return result
@@ -160,6 +119,7 @@ class Sampler:
                 result.trajectory[-1] = fallback.sample  # keeps the warm-start guess consistent
                 result.stats.rounds += steps
                 result.stats.nfe += steps
+                result.stats.rows += steps
                 applied = policy
         result.stats.fallback = applied.value  # extra attribute: what was published
         return result
@@ -173,16 +133,11 @@ class Sampler:
         if not self.is_parallel:
             return
         s = int(self.rule.num_steps)
-        for w in sorted({1, min(self.window, s)}):
-            x = x_init.unsqueeze(0).expand(w, *x_init.shape).contiguous()
-            t = self.rule.timesteps[:w].to(x_init.device)
-            best = float("inf")
-            for _ in range(max(1, repeats)):
-                t0 = time.perf_counter()
-                with torch.no_grad():
-                    denoise(x, t)
-                best = min(best, time.perf_counter() - t0)
-            self.round_times.seed(w, best)
+        windows = sorted({1, min(self.window, s)})
+        rows = {w: self.settings.rows_per_round(w, int(x_init[0].numel())) for w in windows}
+        times = measure_round_times(denoise, self.rule, x_init, rows.values(), repeats, max_rows=max(rows.values()))
+        for w in windows:
+            self.round_times.seed(w, times[rows[w]])
 
 
 def ddim_fallback_rule(schedule_config: dict[str, Any], steps: int):
@@ -190,45 +145,24 @@ def ddim_fallback_rule(schedule_config: dict[str, Any], steps: int):
 
 
 def make_sampler(name: str, **overrides: Any) -> Sampler:
-    """Build a named sampler; unknown names or override keys raise ValueError."""
-    if name not in SAMPLER_SPECS:
-        raise ValueError(f"unknown sampler {name!r}; expected one of {SAMPLER_NAMES}")
-    solver, kind, steps, warm = SAMPLER_SPECS[name]
+    """Build a named sampler (registry name or alias); unknown names or override keys raise ValueError."""
+    spec: SamplerSpec = SAMPLERS[canonical_name(name)]
     overrides = dict(overrides)
-    kind = overrides.pop("kind", kind)
-    steps = int(overrides.pop("num_inference_steps", steps))
+    kind = overrides.pop("kind", spec.kind)
+    steps = int(overrides.pop("num_inference_steps", spec.steps))
     policy = DeadlinePolicy(overrides.pop("deadline_policy", DEFAULT_DEADLINE_POLICY))
     schedule = {k: overrides.pop(k) for k in _SCHEDULE_KEYS if k in overrides}
-    solver_cfg: dict[str, Any] = {}
-    if solver != "sequential":
-        anderson = solver == "anderson"
-        solver_cfg = {"window": ANDERSON_WINDOW if anderson else PICARD_WINDOW,
-                      "tolerance": ANDERSON_TOLERANCE if anderson else PICARD_TOLERANCE,
-                      "abs_tolerance": ANDERSON_ABS_TOLERANCE if anderson else PICARD_ABS_TOLERANCE,
-                      "max_rounds": None,
-                      # Picard: ParaDiGMS's cumulative form; Anderson: ParaTAA's exact-linear form
-                      "exact_linear": solver == "anderson"}
-        if solver == "anderson":
-            solver_cfg.update(history=DEFAULT_HISTORY, order_k=None, lam=DEFAULT_LAMBDA)
-        for k in _SOLVER_KEYS:
-            if k in overrides:
-                if k not in solver_cfg:
-                    raise ValueError(f"override {k!r} does not apply to sampler {name!r}")
-                solver_cfg[k] = overrides.pop(k)
+    settings = spec.settings
+    if settings is not None:
+        fields = {f.name for f in dataclasses.fields(settings)}
+        solver_overrides = {k: overrides.pop(k) for k in list(overrides) if k in fields}
+        settings = dataclasses.replace(settings, **solver_overrides)  # validates in __post_init__
     if overrides:
-        raise ValueError(f"unknown override(s) for sampler {name!r}: {sorted(overrides)}")
+        known = set(_SCHEDULE_KEYS) | {"kind", "num_inference_steps", "deadline_policy"}
+        wrong = sorted(overrides)
+        hint = "" if settings is not None else " (a sequential sampler takes no solver settings)"
+        raise ValueError(f"override(s) {wrong} do not apply to sampler {name!r}{hint}; "
+                         f"it takes {sorted(known | (set() if settings is None else fields))}")
     rule = make_step_rule(kind, steps, **schedule)
-    if solver_cfg:
-        _validate_solver_config(rule, solver_cfg)
-    return Sampler(name=name, rule=rule, solver=solver, uses_warm_start=warm, schedule_config=schedule,
-                   solver_config=solver_cfg, deadline_policy=policy)
-
-
-def _validate_solver_config(rule, cfg: dict[str, Any]) -> None:
-    """Fail at construction, not inside the first control cycle."""
-    x = torch.zeros(1, 1)
-    validate_solver_inputs(rule, x, torch.zeros(rule.num_steps, 1, 1), cfg["window"], None, cfg["max_rounds"])
-    from .criteria import check_tolerances
-    check_tolerances(cfg["tolerance"], cfg["abs_tolerance"])
-    if "history" in cfg and (not isinstance(cfg["history"], int) or cfg["history"] < 0):
-        raise ValueError(f"history must be an integer >= 0, got {cfg['history']!r}")
+    return Sampler(name=name, rule=rule, solver=spec.update, uses_warm_start=spec.warm, schedule_config=schedule,
+                   settings=settings, deadline_policy=policy, spec_name=canonical_name(name))

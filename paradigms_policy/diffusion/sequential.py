@@ -92,6 +92,7 @@ def sample_sequential(denoise: Denoiser, rule: StepRule, x_init: Tensor, noise: 
         residual_history=[],
         wall_time_s=time.perf_counter() - start,
         init="cold",
+        rows=S,
     )
     return SampleResult(
         sample=trajectory[S].clone(), trajectory=trajectory, noise=noise, x0_preds=x0_preds, stats=stats

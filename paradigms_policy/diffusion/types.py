@@ -24,6 +24,7 @@ class SolveStats:
     deadline_hit: bool = False
     wall_time_s: float = 0.0
     init: str = "cold"  # "cold" or "warm"
+    rows: int = 0  # denoiser rows evaluated in all: nfe plus probe rows (Newton's finite differences)
 
 
 @dataclass

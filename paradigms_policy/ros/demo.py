@@ -3,7 +3,8 @@ talking over real ROS 2 topics on loopback.
 
 The demo plays lifecycle manager: it starts both nodes with ``--ros-args --params-file``, brings
 the policy node up through its ``change_state`` service (configure, activate), lets the robot
-run a few episodes, then takes the node down (deactivate, cleanup, shutdown) and prints the
+run a few episodes (restarting the node with deactivate/activate at each new episode, as
+DiffusionPolicy's evaluation resets its policy), then takes the node down (deactivate, cleanup, shutdown) and prints the
 success rate and the latency / rounds statistics reported by the node. A private
 ROS_DOMAIN_ID and localhost-only discovery keep it off any other ROS graph.
 """
@@ -159,7 +160,8 @@ def run_demo(args: argparse.Namespace) -> dict:
     env = private_ros_env(log_dir=log_dir / "ros")
     apply_env(env)
     print(f"ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} (localhost only); node logs in {log_dir}")
-    overrides: dict = {"checkpoint": str(args.checkpoint)}
+    # tick on the robot's state message (published last each step): one history entry per robot step
+    overrides: dict = {"checkpoint": str(args.checkpoint), "tick_on_topic": "robot/gripper/joint_states"}
     if args.sampler:
         overrides["sampler"] = args.sampler
     if args.budget_ms:
@@ -193,8 +195,15 @@ def run_demo(args: argparse.Namespace) -> dict:
         lifecycle.require("activate")
         print(f"active; running {args.episodes} episode(s)")
         deadline = time.monotonic() + args.timeout_s * max(1, args.episodes)
+        restarted = 0
         while len(results) < args.episodes and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.1)
+            executor.spin_once(timeout_sec=0.1 if restarted == len(results) else 0.0)
+            if restarted < len(results) < args.episodes:
+                # a new episode: restart the policy (as DiffusionPolicy's evaluation calls policy.reset()),
+                # so nothing committed or warm-started from the last episode carries over
+                lifecycle.require("deactivate")
+                lifecycle.require("activate")
+                restarted = len(results)
             for process, name in ((policy, "policy node"), (robot, "sim robot")):
                 if process.poll() is not None:
                     raise RuntimeError(f"{name} exited with code {process.returncode}; see {log_dir}")

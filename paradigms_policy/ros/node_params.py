@@ -138,7 +138,7 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
       "order; other names are errors). Checked against the checkpoint's input size at configure.",
       configure_only=True),
     S("tick_on_topic", STRING, "", "If set to one of obs_topics, each message there triggers the control tick "
-      "instead of the timer.", configure_only=True),
+      "(one history entry per robot step) instead of the timer.", configure_only=True),
     S("obs_limit_margin", DOUBLE, 1.0, "Plausibility limits: an input outside the checkpoint's training range "
       "(normalizer min/max) widened by this many times its width on each side is rejected like NaN. Negative: no "
       "range check (NaN/inf are always rejected).", float_range=(-1.0, 1000.0)),

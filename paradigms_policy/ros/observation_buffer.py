@@ -49,6 +49,15 @@ class Stamped:
     message: Any
     stamp: float
 
+    @property
+    def data_time(self) -> float:
+        """The time the message describes: its header stamp when it has a non-zero one, else its receive time."""
+        header = getattr(self.message, "header", None)
+        stamp = getattr(header, "stamp", None)
+        if stamp is None or (stamp.sec == 0 and stamp.nanosec == 0):
+            return self.stamp
+        return stamp.sec + stamp.nanosec * 1e-9
+
 
 def _identity(topic: str, message: Any) -> Any:
     return message

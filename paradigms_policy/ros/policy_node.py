@@ -407,7 +407,7 @@ class PolicyNode(LifecycleNode):
         if worker is None or execution is None or worker.busy:
             return
         history = self._buffer.history()
-        obs_time = max(items[-1].stamp for items in history.values())  # the newest observation used
+        obs_time = max(items[-1].data_time for items in history.values())  # the newest observation used
         with self._execution_lock:
             if not execution.due(obs_time):  # re-planning counts periods between the solves' observations
                 return
@@ -474,9 +474,9 @@ class PolicyNode(LifecycleNode):
                 self.stats.record_hold()
 
     def _execution_settings(self, params: PolicyNodeParams) -> ExecutionSettings:
-        # the robot runs each point on its nearest tick: an action counts as passed half a period early
+        # an action counts as passed a tenth of a period before its time (robot tick jitter, delivery)
         return ExecutionSettings(mode=params.execution, replan=params.replan, replan_every=self._n_action_steps,
-                                 start_margin=0.5)
+                                 start_margin=0.1)
 
     def _apply_runtime_params(self) -> None:
         params = self._params

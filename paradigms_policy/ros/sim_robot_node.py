@@ -6,7 +6,8 @@ gripper; executes received JointTrajectory chunks in time order, one action per 
 tick (points whose slot has passed are dropped, never executed late); resets on success or
 timeout, logs each episode and publishes it as JSON on ``episode_result_topic``. A trajectory's
 header stamp is the time of the observation it was planned from: while an episode waits for its
-first chunk, chunks planned before the reset are ignored.
+first chunk, chunks planned before the reset are ignored. JointStates are stamped with the time of
+the state they carry: a step simulates the period up to the next tick, so one period ahead.
 
 Run: ``python -m paradigms_policy.ros.sim_robot_node --ros-args --params-file config/sim_robot.yaml``.
 """
@@ -33,6 +34,7 @@ from paradigms_policy.ros.conversions import (
     ConversionError,
     array_to_multiarray,
     joint_trajectory_to_chunk,
+    nanoseconds_to_time,
     time_to_nanoseconds,
     vector_to_joint_state,
 )
@@ -79,9 +81,16 @@ class ActionQueue:
         self.phase_s = 0.0
 
     def insert_chunk(self, start_s: float, offsets_s: np.ndarray, actions: np.ndarray) -> int:
-        """Queue a chunk; returns how many of its points were already past (not queued)."""
-        keep = bisect_right(self.times, start_s - 1e-9)
+        """Queue a chunk (points at ``start_s + offsets``); returns how many of its points were already past.
+
+        Queued points from the chunk's first point on are replaced; earlier ones (from the
+        chunk's stamp up to its first point: the actions committed while it was solved) stay.
+        """
         new = [(start_s + float(o), np.asarray(a, dtype=np.float64)) for o, a in zip(offsets_s, actions)]
+        if not new:
+            return 0
+        spacing = float(offsets_s[1] - offsets_s[0]) if len(offsets_s) > 1 else 0.0
+        keep = bisect_right(self.times, new[0][0] - 0.5 * spacing - 1e-9)
         fresh = [(t, a) for t, a in new if t > self.last_executed_s + 1e-9]
         self.times = self.times[:keep] + [t for t, _ in fresh]
         self.actions = self.actions[:keep] + [a for _, a in fresh]
@@ -248,7 +257,9 @@ class SimRobotNode(Node):
         self._start_episode()
 
     def _publish_obs(self) -> None:
-        stamp = self.get_clock().now().to_msg()
+        # a step simulates the period up to the next tick, so the state published now is the state at
+        # the next tick, the one the next action acts on: stamped with that time
+        stamp = nanoseconds_to_time(self.get_clock().now().nanoseconds + int(round(self.period_s * 1e9)))
         for key, pub in self.obs_pubs.items():
             pub.publish(array_to_multiarray(self.obs[key], labels=(key,)))
         if self.arm_joints:

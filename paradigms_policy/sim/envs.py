@@ -219,6 +219,14 @@ class RobosuiteLowDimEnv(gym.Env):
     def is_success(self) -> bool:
         return bool(self._env._check_success())
 
+    def model_xml(self) -> str:
+        """The MJCF XML of the current model (robomimic's per-demo ``model_file`` attribute)."""
+        return self._env.sim.model.get_xml()
+
+    def ep_meta(self) -> dict:
+        """robosuite's episode metadata (robomimic's per-demo ``ep_meta`` attribute; {} for Lift and Can)."""
+        return dict(self._env.get_ep_meta()) if hasattr(self._env, "get_ep_meta") else {}
+
     @property
     def unwrapped_robosuite(self):
         """The robosuite env (for experts that need task geometry, e.g. the Can target bin)."""

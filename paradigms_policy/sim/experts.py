@@ -13,7 +13,7 @@ position deltas scale to 5 cm, rotation deltas (axis-angle, world frame) to 0.5 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -61,6 +61,12 @@ def yaw_of_quat(q: np.ndarray) -> float:
 def wrap_quarter_turn(angle: float) -> float:
     """Wrap to [-pi/4, pi/4): a cube looks the same every quarter turn about z."""
     return float((angle + np.pi / 4) % (np.pi / 2) - np.pi / 4)
+
+
+class Expert(Protocol):
+    """What demo recording needs from an expert: an action for each observation of one episode."""
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray: ...
 
 
 # -- expert machinery ------------------------------------------------------------------------------
@@ -292,11 +298,15 @@ class CanExpert(ScriptedExpert):
         ]
 
 
-def make_expert(task: str, env, seed: int | None = None) -> ScriptedExpert:
-    """Expert for ``task`` ("lift" or "can"); ``env`` is the RobosuiteLowDimEnv it will drive."""
+def make_expert(task: str, env, seed: int | None = None) -> Expert:
+    """Expert for ``task`` ("lift", "can" or "pusht"); ``env`` is the env it will drive."""
     key = task.lower()
+    if key == "pusht":
+        from paradigms_policy.sim.pusht_expert import PushTExpert
+
+        return PushTExpert(seed)
     if key == "lift":
         return LiftExpert(seed)
     if key == "can":
         return CanExpert(*can_target_region(env.unwrapped_robosuite), seed=seed)
-    raise ValueError(f"no scripted expert for task {task!r}; expected 'lift' or 'can'")
+    raise ValueError(f"no scripted expert for task {task!r}; expected 'lift', 'can' or 'pusht'")

@@ -10,20 +10,26 @@ uses: with ``delay_steps = d`` the environment keeps executing the previous chun
 while the next one is "computed", deterministically (the solve itself runs instantly here), and
 the chunk is then placed ``naive`` / ``aligned`` / ``inpaint``. The first chunk of an episode is
 solved while the robot waits. With d = 0 every mode is the synchronous DiffusionPolicy loop.
+
+``evaluate`` turns a rollout into episode jobs (``sim.episodes``) and runs them in this process or
+on Ray workers (``sim.distribute``); the results do not depend on where an episode ran.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from paradigms_policy.execution import ChunkGeometry, ExecutionModel, ExecutionSettings, chunk_jumps
+from paradigms_policy.sim.distribute import resolve_backend, run_jobs
 from paradigms_policy.sim.envs import check_policy_fits_task, make_task_env
+from paradigms_policy.sim.episodes import EpisodeJob, WorkerSettings
 
 DEFAULT_START_SEED = 100_000  # as DiffusionPolicy's test_start_seed: far from demo seeds
 
@@ -207,47 +213,15 @@ def episode_seeds(episodes: int, start_seed: int = DEFAULT_START_SEED) -> list[i
     return [start_seed + i for i in range(episodes)]
 
 
-def _evaluate_seeds(
-    checkpoint: str | None,
-    task: str,
-    samplers: Sequence[str],
-    seeds: Sequence[int],
-    device: str,
-    max_steps: int | None,
-    deadline_ms: float | None,
-    num_threads: int | None,
-    delay_steps: int = 0,
-    execution: str = "aligned",
-    trust_checkpoint: bool = False,
-    inpainting: str | None = None,
-    policy=None,
-) -> dict[str, list[dict]]:
-    """Worker body: one policy and one env, every sampler over ``seeds`` (plain dicts, picklable)."""
-    import torch
-
-    from paradigms_policy.policy import load_policy
-
-    if num_threads:
-        torch.set_num_threads(int(num_threads))
-    if policy is None:
-        policy = load_policy(checkpoint, device=device, sampler=samplers[0], trust_checkpoint=trust_checkpoint)
-    env = make_task_env(task)
-    check_policy_fits_task(policy.shape_meta, env)
-    out: dict[str, list[dict]] = {}
-    if inpainting is not None:
-        policy.inpainting = inpainting
-    for name in samplers:
-        policy.set_sampler(name)
-        if hasattr(policy, "warmup"):  # buffers allocated before the first timed chunk
-            policy.warmup()
-        out[name] = [
-            asdict(run_episode(env, policy, seed, max_steps=max_steps,
-                               deadline_s=None if deadline_ms is None else deadline_ms / 1e3,
-                               noise_seed=seed * 1000, delay_steps=delay_steps, execution=execution))
-            for seed in seeds
-        ]
-    env.close()
-    return out
+def episode_jobs(task: str, checkpoint: str | None, samplers: Sequence[str], seeds: Sequence[int], *,
+                 delay_steps: int = 0, execution: str = "aligned", inpainting: str | None = None,
+                 replan_every: int = 0, max_steps: int | None = None,
+                 deadline_ms: float | None = None) -> list[EpisodeJob]:
+    """Every sampler on every seed, sampler-major (a worker switches sampler rarely)."""
+    return [EpisodeJob(task=task, checkpoint=checkpoint, sampler=name, seed=int(seed), delay_steps=int(delay_steps),
+                       execution=execution, inpainting=inpainting, replan_every=int(replan_every),
+                       max_steps=max_steps, deadline_ms=deadline_ms)
+            for name in samplers for seed in seeds]
 
 
 def evaluate(
@@ -267,14 +241,24 @@ def evaluate(
     progress: Callable[[str], None] | None = print,
     trust_checkpoint: bool = False,
     inpainting: str | None = None,
+    replan_every: int = 0,
+    ray_address: str | None = None,
+    backend: str = "auto",
+    max_retries: int = 3,
+    progress_bar: bool = True,
 ) -> dict[str, Any]:
     """Evaluate ``samplers`` on the same ``episodes`` seeds; returns the rollout.json dict.
 
-    The checkpoint is checked against the task env before any episode runs. ``workers > 1``
-    splits the seeds over spawned processes (each loads its own policy and env). ``checkpoint`` may
-    be in any format ``load_policy`` reads; ``trust_checkpoint`` lifts its pickle allow-list.
-    ``delay_steps`` / ``execution``: simulated inference delay and chunk placement (module docstring);
-    ``inpainting``: how known actions enter the solve (``Policy.inpainting``; None keeps the default).
+    The checkpoint is checked against the task env before any episode runs. Episodes are jobs
+    (``paradigms_policy.sim.episodes``) run by ``paradigms_policy.sim.distribute``: in this process
+    when ``workers == 1``, else as Ray tasks on ``workers`` actors, locally or on the cluster at
+    ``ray_address`` (or RAY_ADDRESS); a dead worker's episodes are retried up to ``max_retries``
+    times. Seeds and noise seeds depend only on the episode, so every way of running gives the same
+    per-episode results. ``checkpoint`` may be in any format ``load_policy`` reads;
+    ``trust_checkpoint`` lifts its pickle allow-list. ``delay_steps`` / ``execution``: simulated
+    inference delay and chunk placement (module docstring); ``inpainting``: how known actions enter
+    the solve (``Policy.inpainting``; None keeps the default); ``replan_every``: periods between the
+    observations of consecutive chunks (0: n_action_steps).
     """
     from paradigms_policy.policy import DEFAULT_INPAINTING, load_policy
 
@@ -283,41 +267,46 @@ def evaluate(
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     samplers = list(samplers)
+    kind = resolve_backend(backend, workers, ray_address)
+    checkpoint = None if checkpoint is None else str(checkpoint)
     # fail fast, in this process, on an unloadable checkpoint, an unknown sampler or a task mismatch
     policy = load_policy(checkpoint, device=device, sampler=samplers[0], trust_checkpoint=trust_checkpoint)
     env = make_task_env(task)
     try:
         check_policy_fits_task(policy.shape_meta, env)
-        ExecutionModel(ExecutionSettings(mode=execution), ChunkGeometry.of(policy), dt=1.0).check_delay(delay_steps)
+        ExecutionModel(ExecutionSettings(mode=execution, replan_every=replan_every), ChunkGeometry.of(policy),
+                       dt=1.0).check_delay(delay_steps)
         for name in samplers[1:]:
             policy.set_sampler(name)
     finally:
         env.close()
     seeds = episode_seeds(episodes, start_seed)
-    args = (checkpoint, task, samplers)
-    tail = (device, max_steps, deadline_ms, num_threads, delay_steps, execution, bool(trust_checkpoint), inpainting)
+    jobs = episode_jobs(task, checkpoint, samplers, seeds, delay_steps=delay_steps, execution=execution,
+                        inpainting=inpainting, replan_every=replan_every, max_steps=max_steps,
+                        deadline_ms=deadline_ms)
+    settings = WorkerSettings(device=device, num_threads=num_threads, trust_checkpoint=bool(trust_checkpoint))
+    preloaded = {(checkpoint, task): policy} if kind == "inline" else None
+    del policy
     start = time.perf_counter()
-    if workers <= 1:
-        raw = _evaluate_seeds(*args, seeds, *tail, policy=policy)
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        del policy
-        shards = [seeds[i::workers] for i in range(workers) if seeds[i::workers]]
-        with ProcessPoolExecutor(len(shards), mp_context=mp.get_context("spawn")) as pool:
-            parts = list(pool.map(_evaluate_seeds, *zip(*[(*args, shard, *tail) for shard in shards])))
-        raw = {name: sorted((r for part in parts for r in part[name]), key=lambda r: r["seed"]) for name in samplers}
+    outcome = run_jobs(jobs, settings, workers=workers, ray_address=ray_address, backend=kind,
+                       max_retries=max_retries, progress=progress_bar, preloaded=preloaded)
+    raw = {name: [outcome.results[job] for job in jobs if job.sampler == name] for name in samplers}
     report: dict[str, Any] = {
         "task": task,
         "episodes": episodes,
-        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "checkpoint": checkpoint,
         "seeds": seeds,
         "device": device,
         "workers": workers,
+        "backend": outcome.backend,
+        "ray_address": (ray_address or os.environ.get("RAY_ADDRESS")) if outcome.backend == "ray" else None,
+        "retried_episodes": len(outcome.retried),
+        "ray_init_s": outcome.ray_init_s,  # None: inline, or joined a Ray that was already initialized
+        "workers_ready_s": outcome.workers_ready_s,
         "delay_steps": delay_steps,
         "execution": execution,
         "inpainting": inpainting or DEFAULT_INPAINTING,
+        "replan_every": int(replan_every),
         "wall_time_s": time.perf_counter() - start,
         "samplers": {name: summarize([EpisodeResult(**r) for r in raw[name]]) for name in samplers},
     }

@@ -18,7 +18,7 @@ from ..model.conditional_unet1d import ConditionalUnet1D
 from ..model.obs_encoders import ImageObsEncoder, LowDimObsEncoder
 from ..model.robomimic_encoder import RobomimicObsEncoder
 
-__all__ = ["PolicyNetwork", "build_obs_encoder", "obs_encoder_spec", "NoiseAdder"]
+__all__ = ["PolicyNetwork", "build_obs_encoder", "obs_encoder_spec", "NoiseAdder", "DiffusionLoss"]
 
 
 def obs_encoder_spec(shape_meta: Mapping[str, Any], **image_kwargs: Any) -> dict[str, Any]:
@@ -87,13 +87,33 @@ class NoiseAdder:
         return abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
 
     def loss(self, network: PolicyNetwork, nobs: Mapping[str, torch.Tensor], naction: torch.Tensor,
-             generator: torch.Generator | None = None) -> torch.Tensor:
-        """MSE between the UNet output and its target (noise or clean actions) at random timesteps."""
+             generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+             timesteps: torch.Tensor | None = None) -> torch.Tensor:
+        """MSE between the UNet output and its target (noise or clean actions) at random timesteps.
+
+        ``noise`` / ``timesteps`` given: use them (training draws them per step, see training.sampling);
+        otherwise they are drawn from ``generator`` (or torch's global RNG).
+        """
         cond = network.global_cond(nobs)
-        noise = torch.randn(naction.shape, generator=generator, device=naction.device, dtype=naction.dtype)
-        timesteps = torch.randint(0, self.num_train_timesteps, (naction.shape[0],), generator=generator,
-                                  device=naction.device)
+        if noise is None:
+            noise = torch.randn(naction.shape, generator=generator, device=naction.device, dtype=naction.dtype)
+        if timesteps is None:
+            timesteps = torch.randint(0, self.num_train_timesteps, (naction.shape[0],), generator=generator,
+                                      device=naction.device)
         noisy = self.add_noise(naction, noise, timesteps)
         prediction = network(noisy, timesteps, cond)
         target = noise if self.prediction_type == "epsilon" else naction
         return F.mse_loss(prediction, target)
+
+
+class DiffusionLoss(nn.Module):
+    """The training loss as a module, so DistributedDataParallel sees the whole computation in one forward."""
+
+    def __init__(self, network: PolicyNetwork, noise: NoiseAdder):
+        super().__init__()
+        self.network = network
+        self.noise = noise
+
+    def forward(self, nobs: Mapping[str, torch.Tensor], naction: torch.Tensor, noise: torch.Tensor,
+                timesteps: torch.Tensor) -> torch.Tensor:
+        return self.noise.loss(self.network, nobs, naction, noise=noise, timesteps=timesteps)
