@@ -28,7 +28,7 @@ from paradigms_policy.sim.experts import Expert, make_expert
 DEMO_TASKS: tuple[str, ...] = (*TASKS, "pusht")
 # steps recorded after the first success: robosuite's human-demo collection keeps going briefly; PushT's
 # episodes end at success (gym-pusht terminates there, and more pushing can only undo the alignment)
-DEFAULT_HOLD_STEPS = {"lift": 10, "can": 10, "pusht": 0}
+DEFAULT_HOLD_STEPS = {"lift": 10, "can": 10, "lift_image": 10, "pusht": 0}
 
 
 @dataclass
@@ -93,10 +93,10 @@ def record_episode(
             break
     dones = np.zeros(len(actions), dtype=np.int64)
     dones[-1] = 1
-    observations = {k: np.stack(v).astype(np.float32) for k, v in obs_rows.items()}
+    observations = {k: _as_stored(np.stack(v)) for k, v in obs_rows.items()}
     episode = {
         "obs": observations,
-        "next_obs": next_obs_from(observations, {k: np.asarray(v, dtype=np.float32) for k, v in obs.items()}),
+        "next_obs": next_obs_from(observations, {k: _as_stored(np.asarray(v)) for k, v in obs.items()}),
         "model_file": model_file,
         "ep_meta": ep_meta,
         "actions": np.stack(actions).astype(np.float32),
@@ -106,6 +106,17 @@ def record_episode(
     }
     success = first_success is not None and bool(successes[-1])
     return DemoResult(episode, success, first_success, time.perf_counter() - start)
+
+
+def _as_stored(value: np.ndarray) -> np.ndarray:
+    """Camera images stay uint8 (robomimic stores them so); everything else is float32."""
+    return value if value.dtype == np.uint8 else value.astype(np.float32)
+
+
+def expert_task(task: str) -> str:
+    """The scripted expert that drives ``task`` (image Lift is driven by the Lift expert)."""
+    spec = TASKS.get(task)
+    return (spec.expert or task) if spec is not None else task
 
 
 def generate_demos(
@@ -141,7 +152,7 @@ def generate_demos(
     bar = tqdm(range(episodes), desc=f"{task} demos", unit="ep", disable=not progress)
     for index in bar:
         env_seed, expert_seed = episode_seeds(seed, index)
-        result = record_episode(env, make_expert(task, env, seed=expert_seed), env_seed,
+        result = record_episode(env, make_expert(expert_task(task), env, seed=expert_seed), env_seed,
                                 max_steps=max_steps, hold_steps=hold_steps)
         results.append(result)
         if result.success or keep_failed:

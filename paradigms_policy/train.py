@@ -1,4 +1,8 @@
-"""paradigms-train: train a low-dim DiffusionPolicy on a zarr replay buffer (hydra app, config/train.yaml).
+"""paradigms-train: train a DiffusionPolicy on a zarr replay buffer (hydra app, config/train.yaml).
+
+Low-dim keys, and camera images (uint8 [T, H, W, C] arrays): images go to the policy as float [C, H, W] in
+[0, 1], through DiffusionPolicy's fixed image-range normalizer, into ``ImageObsEncoder`` (``obs_encoder``
+config: random crop in training, centre crop in eval; config/train_lift_image.yaml).
 
 The policy is DiffusionPolicy's UNet low-dim policy with observations as global condition: the
 normalized obs of n_obs_steps steps condition a ConditionalUnet1D that predicts the noise added to
@@ -67,6 +71,32 @@ def make_dataset(cfg: DictConfig) -> SequenceDataset:
         buffer, cfg.horizon, obs_keys, n_obs_steps=cfg.n_obs_steps, n_action_steps=cfg.n_action_steps,
         action_key=cfg.dataset.action_key, val_ratio=cfg.dataset.val_ratio, seed=cfg.dataset.seed,
     )
+
+
+def image_encoder_kwargs(cfg: DictConfig, shape_meta: dict) -> dict[str, Any]:
+    """ImageObsEncoder arguments from ``cfg.obs_encoder`` when the dataset has camera images ({} otherwise).
+
+    ``crop_shape`` is DiffusionPolicy's augmentation: a random crop of that size per sample in training,
+    the centre crop in eval (the EMA weights, rollouts, the node).
+    """
+    images = [key for key, meta in shape_meta["obs"].items() if meta["type"] == "rgb"]
+    if not images:
+        return {}
+    settings = cfg.get("obs_encoder") or {}
+    kwargs: dict[str, Any] = {}
+    if settings.get("crop_shape") is not None:
+        kwargs["crop_shape"] = [int(v) for v in settings["crop_shape"]]
+        for key in images:
+            hw = shape_meta["obs"][key]["shape"][1:]
+            if any(c > s for c, s in zip(kwargs["crop_shape"], hw)):
+                raise ValueError(f"obs_encoder.crop_shape {kwargs['crop_shape']} is larger than image {key!r} "
+                                 f"of {hw[0]}x{hw[1]} pixels")
+    for name in ("backbone", "num_kp", "feature_dim", "conv_strided"):
+        if settings.get(name) is not None:
+            kwargs[name] = settings[name] if name == "backbone" else int(settings[name])
+    if settings.get("conv_widths") is not None:
+        kwargs["conv_widths"] = [int(v) for v in settings["conv_widths"]]
+    return kwargs
 
 
 def model_kwargs_for(cfg: DictConfig, action_dim: int, global_cond_dim: int) -> dict[str, Any]:
@@ -148,11 +178,7 @@ def _train(cfg: DictConfig, world: World, device: torch.device) -> Path:
     shard = world.shard(batch_size)
     normalizer = dataset.get_normalizer().to(device)
     shape_meta = dataset.shape_meta
-    images = [key for key, meta in shape_meta["obs"].items() if meta["type"] == "rgb"]
-    if images:
-        raise NotImplementedError(f"paradigms-train trains low-dim policies only; image observations {images} "
-                                  "need an image normalizer and augmentation that are not implemented")
-    encoder_spec = obs_encoder_spec(shape_meta)
+    encoder_spec = obs_encoder_spec(shape_meta, **image_encoder_kwargs(cfg, shape_meta))
     feature_dim = build_obs_encoder(encoder_spec).output_dim  # encoder width decides the UNet's condition size
     model_kwargs = model_kwargs_for(cfg, dataset.action_dim, feature_dim * int(cfg.n_obs_steps))
     network = PolicyNetwork(encoder_spec, model_kwargs, cfg.n_obs_steps).to(device)

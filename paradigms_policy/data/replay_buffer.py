@@ -21,6 +21,7 @@ import zarr
 __all__ = ["ReplayBuffer", "ReplayBufferError"]
 
 DEFAULT_CHUNK_STEPS = 1024
+IMAGE_CHUNK_STEPS = 64  # [T, H, W, C] arrays: 64 frames a chunk (1024 84x84 frames would be 21 MB)
 
 
 class ReplayBufferError(ValueError):
@@ -191,10 +192,11 @@ class ReplayBuffer:
                 target = data[key]
                 target.append(value.astype(target.dtype, copy=False))
             else:
+                steps = min(chunk_steps, IMAGE_CHUNK_STEPS) if value.ndim == 4 else chunk_steps  # images: small chunks
                 data.create_dataset(
                     key,
                     data=value,
-                    chunks=(chunk_steps,) + value.shape[1:],
+                    chunks=(steps,) + value.shape[1:],
                     dtype=value.dtype,
                 )
         ends = self.root["meta/episode_ends"]

@@ -129,7 +129,10 @@ def write_robomimic_hdf5(
             for group_name in OBS_GROUPS:
                 group = demo.create_group(group_name)
                 for key, value in episode[group_name].items():
-                    group.create_dataset(key, data=np.asarray(value))
+                    value = np.asarray(value)
+                    image = value.dtype == np.uint8 and value.ndim == 4  # [T, H, W, C] camera frames
+                    # gzip as robomimic's dataset_states_to_obs.py --compress does; h5py reads it transparently
+                    group.create_dataset(key, data=value, compression="gzip" if image else None)
         data.attrs["total"] = int(sum(lengths))
         data.attrs["env_args"] = json.dumps(env_args, indent=4)
         mask = f.create_group("mask")

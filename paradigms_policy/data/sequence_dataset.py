@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..model.normalizer import LinearNormalizer
+from .images import hwc_uint8_to_chw_float, is_image_array, set_image_range
 from .replay_buffer import ReplayBuffer
 
 __all__ = ["SequenceDataset", "window_indices", "split_episodes"]
@@ -69,7 +70,8 @@ def split_episodes(n_episodes: int, val_ratio: float, seed: int) -> np.ndarray:
 class SequenceDataset(torch.utils.data.Dataset):
     """Windows of ``horizon`` actions with the first ``n_obs_steps`` observations of each window.
 
-    Item: ``{"obs": {key: float32 [n_obs_steps, *shape]}, "action": float32 [horizon, A]}``.
+    Item: ``{"obs": {key: float32 [n_obs_steps, *shape]}, "action": float32 [horizon, A]}``. Camera images
+    (uint8 [T, H, W, C] arrays in the buffer) come out as DiffusionPolicy feeds them: float32 [C, H, W] in [0, 1].
     ``split`` picks the training or the validation episodes of a seeded episode-level split.
     """
 
@@ -119,11 +121,13 @@ class SequenceDataset(torch.utils.data.Dataset):
         self.val_ratio = float(val_ratio)
         self.seed = int(seed)
         self.episode_ends = replay_buffer.episode_ends
-        # Whole arrays in memory as float32: low-dim data is small and random access must be fast.
-        self._arrays = {key: np.asarray(replay_buffer[key][:], dtype=np.float32)
+        # Whole arrays in memory: low-dim data as float32, camera images ([T, H, W, C] uint8, as recorded)
+        # kept uint8 (4x smaller) and converted per batch. Random access must be fast.
+        self.rgb_keys = [key for key in self.obs_keys if is_image_array(replay_buffer[key])]
+        self._arrays = {key: np.asarray(replay_buffer[key][:], dtype=np.uint8 if key in self.rgb_keys else np.float32)
                         for key in self.obs_keys + [action_key]}
         for key, array in self._arrays.items():
-            if not np.isfinite(array).all():
+            if key not in self.rgb_keys and not np.isfinite(array).all():
                 raise ValueError(f"data/{key} contains NaN or inf")
         self.val_mask = split_episodes(len(self.episode_ends), self.val_ratio, self.seed)
         self._select(split)
@@ -156,7 +160,10 @@ class SequenceDataset(torch.utils.data.Dataset):
         obs = {}
         for key in self.obs_keys:
             shape = list(self._arrays[key].shape[1:])
-            obs[key] = {"shape": shape, "type": "rgb" if len(shape) == 3 else "low_dim"}
+            if key in self.rgb_keys:  # stored [H, W, C]; the policy sees [C, H, W]
+                obs[key] = {"shape": [shape[2], shape[0], shape[1]], "type": "rgb"}
+            else:
+                obs[key] = {"shape": shape, "type": "low_dim"}
         return {"obs": obs, "action": {"shape": [self.action_dim]}}
 
     @property
@@ -164,8 +171,13 @@ class SequenceDataset(torch.utils.data.Dataset):
         return int(self.episode_mask.sum())
 
     def get_normalizer(self, mode: str = "limits", **fit_kwargs) -> LinearNormalizer:
-        """Fit min-max (or gaussian) normalization on all steps of the buffer for every obs key and the action."""
-        return LinearNormalizer().fit(dict(self._arrays), mode=mode, **fit_kwargs)
+        """Fit min-max (or gaussian) normalization on all steps of the buffer for every low-dim obs key and the
+        action; camera images get DiffusionPolicy's fixed image-range normalizer ([0, 1] -> [-1, 1])."""
+        normalizer = LinearNormalizer().fit({k: v for k, v in self._arrays.items() if k not in self.rgb_keys},
+                                            mode=mode, **fit_kwargs)
+        for key in self.rgb_keys:
+            set_image_range(normalizer, key)
+        return normalizer
 
     def get_all_actions(self) -> torch.Tensor:
         return torch.from_numpy(self._arrays[self.action_key])
@@ -178,7 +190,8 @@ class SequenceDataset(torch.utils.data.Dataset):
         """Batched windows: {"obs": {key: [B, n_obs_steps, *shape]}, "action": [B, horizon, A]}."""
         rows = self.indices[np.asarray(window_ids, dtype=np.int64)]  # [B, horizon]
         obs_rows = rows[:, : self.n_obs_steps]
-        obs = {key: torch.from_numpy(self._arrays[key][obs_rows]) for key in self.obs_keys}
+        obs = {key: hwc_uint8_to_chw_float(self._arrays[key][obs_rows]) if key in self.rgb_keys
+               else torch.from_numpy(self._arrays[key][obs_rows]) for key in self.obs_keys}
         return {"obs": obs, "action": torch.from_numpy(self._arrays[self.action_key][rows])}
 
     def __getitem__(self, index: int) -> dict:

@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from .conv_encoder import SmallConvKeypoints
 from .resnet import ResNet18Keypoints
 
 __all__ = ["LowDimObsEncoder", "ImageObsEncoder", "CropRandomizer", "check_obs"]
@@ -73,12 +74,16 @@ class CropRandomizer(nn.Module):
         return crops.permute(0, 3, 1, 2)
 
 
-class ImageObsEncoder(nn.Module):
-    """One ResNet-18-GroupNorm + spatial-softmax encoder per camera, plus low-dim keys.
+BACKBONES = ("resnet18", "small_conv")
 
-    Images are float in [0, 1], channels first [N, C, H, W]. Features are concatenated in the
-    order of ``obs_meta``: each rgb key gives ``feature_dim`` values, each low-dim key its
-    flattened size.
+
+class ImageObsEncoder(nn.Module):
+    """One ResNet-18-GroupNorm (or small conv) + spatial-softmax encoder per camera, plus low-dim keys.
+
+    Images are channels first [N, C, H, W], as the normalizer leaves them (DiffusionPolicy: [0, 1]
+    pixels mapped to [-1, 1]). Features are concatenated in the order of ``obs_meta``: each rgb key
+    gives ``feature_dim`` values, each low-dim key its flattened size. ``backbone="small_conv"`` is
+    ``conv_encoder.SmallConvKeypoints`` with ``conv_widths`` / ``conv_strided`` (sized for CPU training).
     """
 
     def __init__(
@@ -87,9 +92,14 @@ class ImageObsEncoder(nn.Module):
         crop_shape: Sequence[int] | None = None,
         num_kp: int = 32,
         feature_dim: int = 64,
+        backbone: str = "resnet18",
+        conv_widths: Sequence[int] = (32, 64, 64, 128),
+        conv_strided: int = 3,
     ):
         """obs_meta: {key: {"shape": [...], "type": "rgb" | "low_dim"}} (Policy.shape_meta["obs"])."""
         super().__init__()
+        if backbone not in BACKBONES:
+            raise ValueError(f"unknown image backbone {backbone!r}; expected one of {BACKBONES}")
         self.obs_meta = {}
         self.cameras = nn.ModuleDict()
         self.crops = nn.ModuleDict()
@@ -104,6 +114,11 @@ class ImageObsEncoder(nn.Module):
                 if crop_shape is not None:
                     self.crops[key] = CropRandomizer(shape[1:], crop_shape)
                 seen_hw = tuple(crop_shape) if crop_shape is not None else shape[1:]
+                if backbone == "small_conv":
+                    self.cameras[key] = SmallConvKeypoints(shape[0], num_kp=num_kp, feature_dim=feature_dim,
+                                                           widths=conv_widths, n_strided=conv_strided)
+                    self.output_dim += feature_dim
+                    continue
                 if min(seen_hw) <= 32:
                     # ResNet-18 downsamples 32x: a 1-pixel feature map makes spatial softmax constant
                     raise ValueError(

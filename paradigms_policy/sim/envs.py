@@ -9,6 +9,7 @@ exposes robomimic's low-dim observation keys.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -33,13 +34,35 @@ class TaskSpec:
     env_name: str  # robosuite environment class name
     max_episode_steps: int  # rollout / demo step limit (chosen from expert episode lengths)
     object_dim: int  # size of robomimic's "object" key
+    expert: str = ""  # scripted expert's task name ("" -> the task's own name)
+    cameras: tuple[str, ...] = ()  # robosuite cameras rendered as obs "<camera>_image" (uint8 [H, W, 3])
+    camera_size: int = 84  # square image side in pixels (robomimic's image datasets: 84)
 
 
 TASKS: dict[str, TaskSpec] = {
     "lift": TaskSpec(env_name="Lift", max_episode_steps=200, object_dim=10),
     "can": TaskSpec(env_name="PickPlaceCan", max_episode_steps=400, object_dim=14),
+    # image Lift: the same env, also rendering the agentview camera (software OpenGL, see use_software_gl)
+    "lift_image": TaskSpec(env_name="Lift", max_episode_steps=200, object_dim=10, expert="lift",
+                           cameras=("agentview",)),
 }
 ALL_TASKS: tuple[str, ...] = (*TASKS, "pusht")
+
+
+def use_software_gl() -> None:
+    """Render robosuite cameras with OSMesa (Mesa's software OpenGL) unless MUJOCO_GL is already chosen.
+
+    Must run before robosuite is first imported: robosuite picks EGL at import time when nothing is
+    set, and EGL fails on machines without a GPU driver. Needs Debian's ``libosmesa6`` (``make sim-deps``).
+    """
+    os.environ.setdefault("MUJOCO_GL", "osmesa")
+    if os.environ["MUJOCO_GL"] == "osmesa":
+        os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
+
+
+def camera_obs_key(camera: str) -> str:
+    """robomimic's observation key of a camera's RGB image."""
+    return f"{camera}_image"
 
 
 def osc_pose_controller_config() -> dict:
@@ -72,11 +95,12 @@ def osc_pose_controller_config() -> dict:
 
 
 def task_env_meta(name: str) -> dict:
-    """robomimic env metadata for a robosuite task ("lift" or "can")."""
+    """robomimic env metadata for a robosuite task ("lift", "can" or "lift_image")."""
     spec = _task_spec(name)
+    use_software_gl()
     import robosuite
 
-    return {
+    meta = {
         "env_name": spec.env_name,
         "env_version": robosuite.__version__,
         "type": ROBOSUITE_ENV_TYPE,
@@ -96,6 +120,16 @@ def task_env_meta(name: str) -> dict:
             "seed": 0,  # seeds model construction (Lift's cube size); episodes are seeded by reset(seed)
         },
     }
+    if spec.cameras:  # as robomimic's image datasets store them
+        meta["env_kwargs"].update({
+            "has_offscreen_renderer": True,
+            "use_camera_obs": True,
+            "camera_names": list(spec.cameras),
+            "camera_heights": spec.camera_size,
+            "camera_widths": spec.camera_size,
+            "camera_depths": False,
+        })
+    return meta
 
 
 def _task_spec(name: str) -> TaskSpec:
@@ -123,7 +157,11 @@ def _controller_config_for_robosuite(env_kwargs: dict) -> dict:
 
 
 class RobosuiteLowDimEnv(gym.Env):
-    """gymnasium view of a robosuite env with robomimic low-dim observation keys.
+    """gymnasium view of a robosuite env with robomimic low-dim observation keys (and camera images).
+
+    With ``use_camera_obs`` in the env kwargs, each camera of ``camera_names`` adds the key
+    ``<camera>_image``: uint8 [H, W, 3], upright (robosuite renders OpenGL's bottom-up rows;
+    robomimic flips them, and so do we), as robomimic's image datasets store it.
 
     ``reset(seed=s)`` reseeds robosuite's own generator (placement, robot init noise) in place,
     so the same seed gives the same initial object placement and observation. An episode is
@@ -142,6 +180,7 @@ class RobosuiteLowDimEnv(gym.Env):
         terminate_on_success: bool = True,
         construction_seed: int = 0,
     ) -> None:
+        use_software_gl()
         import robosuite
 
         _validate_env_meta(env_meta)
@@ -152,10 +191,15 @@ class RobosuiteLowDimEnv(gym.Env):
         # robosuite draws model-level randomness (e.g. Lift's cube size) from env.rng while building
         # the model; without a seed every process would get a different cube
         kwargs.setdefault("seed", construction_seed)
+        self.cameras: tuple[str, ...] = ()
+        if kwargs.get("use_camera_obs"):
+            names = kwargs.get("camera_names", ["agentview"])
+            self.cameras = tuple([names] if isinstance(names, str) else names)
         self._env = robosuite.make(self.env_meta["env_name"], **kwargs)
         self.max_episode_steps = int(max_episode_steps or kwargs.get("horizon", 500))
         self.terminate_on_success = terminate_on_success
-        self.obs_keys = tuple(obs_keys)
+        self.obs_keys = tuple(obs_keys) + tuple(camera_obs_key(c) for c in self.cameras
+                                                if camera_obs_key(c) not in obs_keys)
 
         raw = self._env.reset()
         missing = [k for k in self.obs_keys if _ROBOSUITE_OBS_NAME.get(k, k) not in raw]
@@ -163,7 +207,8 @@ class RobosuiteLowDimEnv(gym.Env):
             raise KeyError(f"robosuite env {self.env_meta['env_name']} has no observation(s) {missing}")
         self.observation_space = gym.spaces.Dict(
             {
-                k: gym.spaces.Box(-np.inf, np.inf, shape=np.shape(raw[_ROBOSUITE_OBS_NAME.get(k, k)]), dtype=np.float32)
+                k: gym.spaces.Box(0, 255, shape=np.shape(raw[k]), dtype=np.uint8) if self._is_image(k) else
+                gym.spaces.Box(-np.inf, np.inf, shape=np.shape(raw[_ROBOSUITE_OBS_NAME.get(k, k)]), dtype=np.float32)
                 for k in self.obs_keys
             }
         )
@@ -232,8 +277,17 @@ class RobosuiteLowDimEnv(gym.Env):
         """The robosuite env (for experts that need task geometry, e.g. the Can target bin)."""
         return self._env
 
+    def _is_image(self, key: str) -> bool:
+        return any(key == camera_obs_key(c) for c in self.cameras)
+
     def _obs(self, raw: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {k: np.asarray(raw[_ROBOSUITE_OBS_NAME.get(k, k)], dtype=np.float32).copy() for k in self.obs_keys}
+        out = {}
+        for k in self.obs_keys:
+            if self._is_image(k):
+                out[k] = np.ascontiguousarray(np.asarray(raw[k], dtype=np.uint8)[::-1])  # upright rows
+            else:
+                out[k] = np.asarray(raw[_ROBOSUITE_OBS_NAME.get(k, k)], dtype=np.float32).copy()
+        return out
 
 
 def _validate_env_meta(env_meta: Mapping[str, Any]) -> None:
@@ -263,12 +317,21 @@ def make_task_env(name: str, seed: int | None = None) -> gym.Env:
     return make_env(task_env_meta(name), seed=seed, max_episode_steps=spec.max_episode_steps)
 
 
+def is_image_space(space: gym.Space) -> bool:
+    """An env image observation: uint8 [H, W, C] (as robomimic stores camera images)."""
+    return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
+
+
 def env_shape_meta(env: gym.Env) -> dict:
-    """shape_meta (DiffusionPolicy style) describing what ``env`` provides."""
-    return {
-        "obs": {k: {"shape": list(space.shape), "type": "low_dim"} for k, space in env.observation_space.spaces.items()},
-        "action": {"shape": list(env.action_space.shape)},
-    }
+    """shape_meta (DiffusionPolicy style) describing what ``env`` provides; images as rgb [C, H, W]."""
+    obs = {}
+    for k, space in env.observation_space.spaces.items():
+        if is_image_space(space):
+            height, width, channels = space.shape
+            obs[k] = {"shape": [channels, height, width], "type": "rgb"}
+        else:
+            obs[k] = {"shape": list(space.shape), "type": "low_dim"}
+    return {"obs": obs, "action": {"shape": list(env.action_space.shape)}}
 
 
 def check_policy_fits_task(policy_shape_meta: Mapping[str, Any], env: gym.Env) -> None:
@@ -278,14 +341,18 @@ def check_policy_fits_task(policy_shape_meta: Mapping[str, Any], env: gym.Env) -
     if not isinstance(obs_meta, Mapping) or not obs_meta:
         problems.append("policy shape_meta has no 'obs' entries")
         obs_meta = {}
-    low_dim = {}
+    wanted = {}
+    env_meta = env_shape_meta(env)["obs"]
     for key, meta in obs_meta.items():
-        if meta.get("type", "low_dim") != "low_dim":
-            problems.append(f"obs key {key!r} is of type {meta.get('type')!r}; this env provides low-dim obs only")
+        kind = meta.get("type", "low_dim")
+        if kind not in ("low_dim", "rgb"):
+            problems.append(f"obs key {key!r} is of type {kind!r}; expected 'low_dim' or 'rgb'")
+        elif key in env_meta and env_meta[key]["type"] != kind:
+            problems.append(f"obs key {key!r} is {kind!r} in the policy but {env_meta[key]['type']!r} in the env")
         else:
-            low_dim[key] = meta.get("shape", ())
-    env_shapes = {key: space.shape for key, space in env.observation_space.spaces.items()}
-    problems += observation_mismatches(low_dim, env_shapes)
+            wanted[key] = meta.get("shape", ())
+    env_shapes = {key: tuple(meta["shape"]) for key, meta in env_meta.items()}
+    problems += observation_mismatches(wanted, env_shapes)
     action_shape = tuple(int(d) for d in policy_shape_meta.get("action", {}).get("shape", ()))
     if action_shape != tuple(env.action_space.shape):
         problems.append(f"action: policy outputs shape {list(action_shape)}, env expects {list(env.action_space.shape)}")

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from paradigms_policy.data.images import obs_for_policy
 from paradigms_policy.execution import ChunkGeometry, ExecutionModel, ExecutionSettings, chunk_jumps
 from paradigms_policy.sim.distribute import resolve_backend, run_jobs
 from paradigms_policy.sim.envs import check_policy_fits_task, make_task_env
@@ -114,7 +115,8 @@ def run_episode(
         if in_flight is None and model.due(tick, delay_steps):
             delay = 0 if not model.started else delay_steps  # the first chunk: the robot waits for it
             request = model.request(obs_time=tick, expected_arrival=tick + delay)
-            obs_window = {k: np.stack([h[k] for h in history]) for k in keys}  # [n_obs_steps, *shape]
+            # [n_obs_steps, *shape]; camera frames from uint8 HWC to the policy's float CHW in [0, 1]
+            obs_window = obs_for_policy({k: np.stack([h[k] for h in history]) for k in keys}, policy.shape_meta)
             t0 = time.perf_counter()
             out = policy.predict_action(
                 obs_window,
