@@ -1,5 +1,6 @@
 """``paradigms-ros-demo`` (``make demo``): the policy node and a simulated Lift robot as two processes
-talking over real ROS 2 topics on loopback.
+talking over real ROS 2 topics on loopback. ``--task lift_image`` (``make demo-image``): the robot also
+publishes its agentview camera as sensor_msgs/Image and the node runs the image checkpoint from it.
 
 The demo plays lifecycle manager: it starts both nodes with ``--ros-args --params-file``, brings
 the policy node up through its ``change_state`` service (configure, activate), lets the robot
@@ -32,11 +33,21 @@ from paradigms_policy.ros.processes import (
 )
 
 POLICY_NODE = "/paradigms_policy_node"
+# per task: the shipped checkpoint and the policy-node params files read after --params-file
+TASK_PRESETS: dict[str, dict] = {
+    "lift": {"checkpoint": "lift_lowdim.pt", "params_files": []},
+    "lift_image": {"checkpoint": "lift_image.pt", "params_files": ["policy_lift_image.yaml"],
+                   "image_topics": ["robot/obs/agentview_image"]},
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="paradigms-ros-demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", default=str(paths.default_checkpoint()), help="policy checkpoint (.pt)")
+    parser.add_argument("--task", default="lift", choices=tuple(TASK_PRESETS),
+                        help="lift: low-dim Lift; lift_image: Lift from the agentview camera (sensor_msgs/Image topics)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="policy checkpoint (.pt; default: the task's shipped one, checkpoints/lift_lowdim.pt or "
+                             "checkpoints/lift_image.pt)")
     parser.add_argument("--episodes", type=int, default=3, help="Lift episodes to run")
     parser.add_argument("--sampler", default=None, help="sampler kind (default: the params file's)")
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME:=VALUE",
@@ -54,11 +65,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout-s", type=float, default=120.0, help="give up on an episode after this long")
     parser.add_argument("--log-dir", default=None, help="where the nodes' logs go (default: a temp dir)")
     parser.add_argument("--json", default=None, help="also write the summary here")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    preset = TASK_PRESETS[args.task]
+    if args.checkpoint is None:
+        args.checkpoint = str(paths.checkpoints_dir() / preset["checkpoint"])
+    args.params_files = [args.params_file] + [str(paths.config_dir() / name) for name in preset["params_files"]]
+    return args
 
 
-def summarize(results: list[dict], cycles: list[dict], budget_ms: float | None = None) -> dict:
-    """Success rate and per-chunk statistics from the episode results and the node's cycle stats."""
+def image_to_chunk_ms(cycles: list[dict], image_topics: list[str],
+                      image_received: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Per chunk, ms from its camera image to the chunk's publication (the node's ``arrival_s``), two ways:
+
+    - from the node's receipt of the newest image the chunk used (``input_stamps`` of its cycle stats);
+    - from the image's publication: the time this process received the same image (its receive time within
+      10 ms of the node's; ``image_received`` maps header stamp ns -> receive time s), i.e. the sim's
+      publish time plus one loopback hop.
+    All times are ROS system time on one machine.
+    """
+    received = np.array(sorted(image_received.values()))
+    from_node, from_publish = [], []
+    for cycle in cycles:
+        stamps = dict(part.split("=", 1) for part in cycle.get("input_stamps", "").split(";") if "=" in part)
+        newest = [float(stamps[t].split(",")[-1]) for t in image_topics if t in stamps]
+        if not newest:
+            continue
+        node_received, arrival = max(newest), float(cycle["arrival_s"])
+        from_node.append((arrival - node_received) * 1e3)
+        if received.size:
+            nearest = received[np.argmin(np.abs(received - node_received))]
+            if abs(nearest - node_received) < 0.010:
+                from_publish.append((arrival - nearest) * 1e3)
+    return np.asarray(from_node), np.asarray(from_publish)
+
+
+def summarize(results: list[dict], cycles: list[dict], budget_ms: float | None = None,
+              image_topics: list[str] = (), image_received: dict[int, float] | None = None) -> dict:
+    """Success rate and per-chunk statistics from the episode results and the node's cycle stats (and, with
+    camera topics, image -> chunk latency; ``image_received``: image stamp ns -> receive time s here)."""
     summary: dict = {"episodes": len(results), "successes": sum(r["success"] for r in results)}
     summary["success_rate"] = summary["successes"] / len(results) if results else 0.0
     summary["episode_steps"] = [r["steps"] for r in results]
@@ -93,6 +137,12 @@ def summarize(results: list[dict], cycles: list[dict], budget_ms: float | None =
             replan_periods=float(np.median([float(c["n_executed"]) for c in cycles if float(c["n_executed"]) > 0]
                                            or [np.nan])),
         )
+        from_node, from_publish = image_to_chunk_ms(cycles, image_topics, image_received or {})
+        for name, values in (("image_to_chunk", from_node), ("image_published_to_chunk", from_publish)):
+            if values.size:
+                summary.update({f"{name}_chunks": int(values.size),
+                                f"{name}_p50_ms": float(np.percentile(values, 50)),
+                                f"{name}_p99_ms": float(np.percentile(values, 99))})
     return summary
 
 
@@ -122,6 +172,12 @@ def print_summary(summary: dict, budget_ms: float | None) -> None:
           f"{summary['obs_to_arrival_p50_ms']:.0f} ms, p99 {summary['obs_to_arrival_p99_ms']:.0f} ms; "
           f"{summary['dropped_on_arrival_mean']:.1f} actions past on arrival, "
           f"{summary['known_actions_mean']:.1f} committed actions inpainted (mean per chunk)")
+    if "image_to_chunk_p50_ms" in summary:
+        print(f"camera image        received by the node -> chunk published p50 {summary['image_to_chunk_p50_ms']:.0f} "
+              f"ms, p99 {summary['image_to_chunk_p99_ms']:.0f} ms ({summary['image_to_chunk_chunks']} chunks)")
+    if "image_published_to_chunk_p50_ms" in summary:
+        print(f"                    published by the robot -> chunk published p50 "
+              f"{summary['image_published_to_chunk_p50_ms']:.0f} ms, p99 {summary['image_published_to_chunk_p99_ms']:.0f} ms")
     for line in slow_machine_advice(summary, budget_ms):
         print(f"NOTE                {line}")
 
@@ -150,6 +206,8 @@ def run_demo(args: argparse.Namespace) -> dict:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticStatus
     from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
     from paradigms_policy.ros.diagnostics import status_values
@@ -168,14 +226,14 @@ def run_demo(args: argparse.Namespace) -> dict:
         overrides["latency_budget_ms"] = float(args.budget_ms)
     if args.execution:
         overrides["execution"] = args.execution
-    sim_overrides: dict = {"episodes": args.episodes}
+    sim_overrides: dict = {"episodes": args.episodes, "task": args.task}
     if args.rate_hz:
         overrides["control_rate_hz"] = sim_overrides["control_rate_hz"] = float(args.rate_hz)
     if args.seed is not None:
         sim_overrides["seed"] = args.seed
     if args.max_episode_steps:
         sim_overrides["max_episode_steps"] = args.max_episode_steps
-    args_policy = ros_args([args.params_file], overrides) + [a for item in args.set for a in ("-p", item)]
+    args_policy = ros_args(args.params_files, overrides) + [a for item in args.set for a in ("-p", item)]
     policy = start_node(POLICY_NODE_MODULE, args_policy, env, log_dir / "policy_node.log")
     robot = start_node(SIM_ROBOT_MODULE, ros_args([args.sim_params_file], sim_overrides), env,
                        log_dir / "sim_robot_node.log")
@@ -187,6 +245,14 @@ def run_demo(args: argparse.Namespace) -> dict:
     cycles: list[dict] = []
     node.create_subscription(String, "robot/episode_result", lambda m: _on_result(m, results), 10)
     node.create_subscription(DiagnosticStatus, "policy/cycle_stats", lambda m: cycles.append(status_values(m)), 100)
+    image_received: dict[int, float] = {}  # camera image stamp (ns, to the us) -> receive time (s, system clock)
+
+    def on_image(message: Image) -> None:
+        stamp_ns = round((message.header.stamp.sec * 1_000_000_000 + message.header.stamp.nanosec) / 1000) * 1000
+        image_received.setdefault(stamp_ns, node.get_clock().now().nanoseconds * 1e-9)
+
+    for topic in TASK_PRESETS[args.task].get("image_topics", []):
+        node.create_subscription(Image, topic, on_image, qos_profile_sensor_data)
     lifecycle = LifecycleClient(node, executor, POLICY_NODE)
     try:
         lifecycle.wait_for_services(60.0)
@@ -219,7 +285,9 @@ def run_demo(args: argparse.Namespace) -> dict:
         rclpy.try_shutdown()
         stop_process(robot)
         stop_process(policy)
-    summary = summarize(results, cycles, budget_ms(args))
+    summary = summarize(results, cycles, budget_ms(args), TASK_PRESETS[args.task].get("image_topics", []),
+                        image_received)
+    summary["task"] = args.task
     summary["period_ms"] = 1e3 / (args.rate_hz or _params(args.params_file).get("control_rate_hz", 20.0))
     return summary
 

@@ -1,13 +1,15 @@
 """``sim_robot_node``: a simulated robot (robosuite Lift by default) behind ROS 2 topics.
 
 Publishes the task's robomimic low-dim observations at the control rate, one
-Float32MultiArray per key on ``<obs_prefix>/<key>``, plus JointStates for the arm and the
+Float32MultiArray per key on ``<obs_prefix>/<key>``, camera images (task ``lift_image``) as
+``sensor_msgs/Image`` (rgb8) on ``<obs_prefix>/<camera>_image``, plus JointStates for the arm and the
 gripper; executes received JointTrajectory chunks in time order, one action per control
 tick (points whose slot has passed are dropped, never executed late); resets on success or
 timeout, logs each episode and publishes it as JSON on ``episode_result_topic``. A trajectory's
 header stamp is the time of the observation it was planned from: while an episode waits for its
 first chunk, chunks planned before the reset are ignored. JointStates are stamped with the time of
-the state they carry: a step simulates the period up to the next tick, so one period ahead.
+the state they carry: a step simulates the period up to the next tick, so one period ahead; images
+carry the same stamp (the time of the state they show) and the camera name as frame_id.
 
 Run: ``python -m paradigms_policy.ros.sim_robot_node --ros-args --params-file config/sim_robot.yaml``.
 """
@@ -26,12 +28,13 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import JointState
+from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
 
 from paradigms_policy.ros.conversions import (
     ConversionError,
+    array_to_image,
     array_to_multiarray,
     joint_trajectory_to_chunk,
     nanoseconds_to_time,
@@ -120,7 +123,7 @@ class SimRobotNode(Node):
         super().__init__(node_name, **kwargs)
         self._declare()
         p = self._param
-        from paradigms_policy.sim.envs import make_task_env  # robosuite loads here, not at import
+        from paradigms_policy.sim.envs import is_image_space, make_task_env  # robosuite loads here, not at import
 
         self.task = p("task")
         self.seed = int(p("seed"))
@@ -138,8 +141,12 @@ class SimRobotNode(Node):
             raise ValueError(f"action_names has {len(self.action_names)} names, task {self.task} has "
                              f"{self.action_dim} action dims")
         prefix = p("obs_prefix").rstrip("/")
+        spaces = self.env.observation_space.spaces
+        self.image_keys = [key for key, space in spaces.items() if is_image_space(space)]
         self.obs_pubs = {key: self.create_publisher(Float32MultiArray, f"{prefix}/{key}", qos_profile_sensor_data)
-                         for key in self.env.observation_space.spaces}
+                         for key in spaces if key not in self.image_keys}
+        self.image_pubs = {key: self.create_publisher(Image, f"{prefix}/{key}", qos_profile_sensor_data)
+                           for key in self.image_keys}
         self.arm_joints, self.gripper_joints = _joint_names(self.env)
         self.arm_pub = self.create_publisher(JointState, p("joint_states_topic"), qos_profile_sensor_data)
         self.gripper_pub = self.create_publisher(JointState, p("gripper_joint_states_topic"), qos_profile_sensor_data)
@@ -151,7 +158,7 @@ class SimRobotNode(Node):
         self._start_episode()
         self.timer = self.create_timer(self.period_s, self._tick)
         self.get_logger().info(
-            f"{self.task}: {len(self.obs_pubs)} obs topics under {prefix}/, action dim {self.action_dim}, "
+            f"{self.task}: {len(self.obs_pubs)} obs and {len(self.image_pubs)} image topics under {prefix}/, action dim {self.action_dim}, "
             f"{1 / self.period_s:.1f} Hz, episodes {self.max_episodes or 'unlimited'}")
 
     # -- parameters ---------------------------------------------------------------------------
@@ -165,7 +172,7 @@ class SimRobotNode(Node):
             return d
 
         for name, default, d in (
-            ("task", "lift", desc("Simulated task: lift or can (robosuite).")),
+            ("task", "lift", desc("Simulated task: lift, can or lift_image (Lift + agentview camera images).")),
             ("seed", 0, desc("Seed of the first episode; episode i uses seed + i.", irange=(0, 2**31 - 1))),
             ("control_rate_hz", 20.0, desc("Env steps per second (one action each).", frange=(0.1, 1000.0))),
             ("episodes", 0, desc("Episodes to run before idling; 0 runs forever.", irange=(0, 100000))),
@@ -262,6 +269,11 @@ class SimRobotNode(Node):
         stamp = nanoseconds_to_time(self.get_clock().now().nanoseconds + int(round(self.period_s * 1e9)))
         for key, pub in self.obs_pubs.items():
             pub.publish(array_to_multiarray(self.obs[key], labels=(key,)))
+        for key, pub in self.image_pubs.items():
+            image = array_to_image(self.obs[key], "rgb8")
+            image.header.stamp = stamp
+            image.header.frame_id = key.removesuffix("_image")  # the camera
+            pub.publish(image)
         if self.arm_joints:
             qpos = _joint_positions(self.env)
             self.arm_pub.publish(vector_to_joint_state(qpos[0], self.arm_joints, stamp))
