@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # lands where it belongs. The demo prints what to change when this machine cannot keep up.
 DEMO_ARGS ?= --episodes 3 --rate-hz 20
 
-.PHONY: venv test demo profile gpu-check-prepare gpu-check-dry rollout sweep demos train clean-venv
+.PHONY: venv sim-deps test demo demo-image profile gpu-check-prepare gpu-check-dry rollout sweep demos train clean-venv
 
 venv: $(STAMP)
 
@@ -25,11 +25,24 @@ $(STAMP): setup.py
 	$(PY) -m pip install --quiet -e '.[all]'
 	touch $@
 
-test: $(STAMP)
+# Software OpenGL for robosuite's camera images (image Lift): Debian's libosmesa6 (MUJOCO_GL=osmesa is set
+# by the code where camera envs are built). Skipped when the library is already there; needs root + apt.
+sim-deps:
+	@ldconfig -p | grep -q libOSMesa || { \
+	  echo "installing libosmesa6 (software OpenGL for robosuite camera images)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get install -y --no-install-recommends libosmesa6 >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y --no-install-recommends libosmesa6; }; }
+
+test: $(STAMP) sim-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-demo: $(STAMP)
+demo: $(STAMP) sim-deps
 	$(VENV)/bin/paradigms-ros-demo $(DEMO_ARGS)
+
+# the image policy live: the robot publishes its agentview camera, the node runs checkpoints/lift_image.pt from it
+demo-image: $(STAMP) sim-deps
+	$(VENV)/bin/paradigms-ros-demo --task lift_image $(DEMO_ARGS)
 
 profile: $(STAMP)
 	$(VENV)/bin/paradigms-profile
@@ -41,13 +54,13 @@ gpu-check-prepare: $(STAMP)
 gpu-check-dry: $(STAMP)
 	PYTHON=$(PY) bash benchmarks/gpu_check.sh --dry-run
 
-rollout: $(STAMP)
+rollout: $(STAMP) sim-deps
 	$(VENV)/bin/paradigms-rollout
 
 sweep: $(STAMP)
 	$(VENV)/bin/paradigms-sweep
 
-demos: $(STAMP)
+demos: $(STAMP) sim-deps
 	$(VENV)/bin/paradigms-demos
 
 train: $(STAMP)

@@ -247,6 +247,84 @@ def tiny_lift_checkpoint(tmp_path_factory) -> Path:
     return make_tiny_lift_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_lift.pt")
 
 
+LIFT_IMAGE_OBS_META = {"agentview_image": {"shape": [3, 84, 84], "type": "rgb"},
+                       "robot0_eef_pos": {"shape": [3], "type": "low_dim"},
+                       "robot0_eef_quat": {"shape": [4], "type": "low_dim"},
+                       "robot0_gripper_qpos": {"shape": [2], "type": "low_dim"}}
+
+
+def make_tiny_lift_image_checkpoint(path: Path) -> Path:
+    """A random, tiny image policy with image Lift's inputs (agentview 84x84 + proprioception), 7-d actions.
+
+    The encoder is config/train_lift_image.yaml's kind (small conv, 76x76 crop) at a fraction of its width;
+    images use DiffusionPolicy's fixed image-range normalizer, the rest is fitted on Lift-like data.
+    """
+    import torch
+
+    from paradigms_policy.checkpoint import save_checkpoint
+    from paradigms_policy.data.images import set_image_range
+    from paradigms_policy.model.normalizer import LinearNormalizer
+    from paradigms_policy.training.network import PolicyNetwork, build_obs_encoder, obs_encoder_spec
+
+    torch.manual_seed(0)
+    shape_meta = {"obs": LIFT_IMAGE_OBS_META, "action": {"shape": [7]}}
+    n_obs_steps, horizon = 2, 16
+    spec = obs_encoder_spec(shape_meta, crop_shape=[76, 76], backbone="small_conv", conv_widths=[8, 16],
+                            conv_strided=2, num_kp=8, feature_dim=16)
+    model_kwargs = dict(input_dim=7, global_cond_dim=build_obs_encoder(spec).output_dim * n_obs_steps,
+                        diffusion_step_embed_dim=16, down_dims=[16, 32], kernel_size=3, n_groups=4,
+                        cond_predict_scale=True)
+    network = PolicyNetwork(spec, model_kwargs, n_obs_steps)
+    rng = np.random.default_rng(0)
+    data = {k: rng.normal(0.0, 0.3, size=(64, *m["shape"])).astype(np.float32)
+            for k, m in shape_meta["obs"].items() if m["type"] == "low_dim"}
+    quat = rng.normal(size=(64, 4))
+    data["robot0_eef_quat"] = (quat / np.linalg.norm(quat, axis=1, keepdims=True)).astype(np.float32)
+    data["action"] = rng.uniform(-1, 1, size=(64, 7)).astype(np.float32)
+    normalizer = LinearNormalizer().fit(data)
+    set_image_range(normalizer, "agentview_image")
+    return save_checkpoint(
+        path, config={"task": "lift_image", "horizon": horizon}, shape_meta=shape_meta, horizon=horizon,
+        n_obs_steps=n_obs_steps, n_action_steps=8, model_kwargs=model_kwargs, obs_encoder=spec,
+        noise_scheduler={"num_train_timesteps": 100, "beta_schedule": "squaredcos_cap_v2",
+                         "prediction_type": "epsilon", "clip_sample": True},
+        state_dicts={"ema_model": network.state_dict()}, normalizer=normalizer.state_dict(),
+        training={"global_step": 0, "seed": 0})
+
+
+@pytest.fixture(scope="session")
+def tiny_lift_image_checkpoint(tmp_path_factory) -> Path:
+    return make_tiny_lift_image_checkpoint(tmp_path_factory.mktemp("ckpt_image") / "tiny_lift_image.pt")
+
+
+def make_image_episodes(n_episodes: int = 6, length: int = 24, size: int = 16, seed: int = 0) -> list[dict]:
+    """Episodes with a camera stream (uint8 [T, H, W, 3], a bright square that moves with the state) and a
+    2-d state/action: the image tells where the square is, the action moves it."""
+    rng = np.random.default_rng(seed)
+    episodes = []
+    for _ in range(n_episodes):
+        pos = np.cumsum(rng.uniform(-1, 1, size=(length, 2)) * 0.05, axis=0).astype(np.float32)
+        images = np.zeros((length, size, size, 3), dtype=np.uint8)
+        pix = np.clip(((pos + 1) / 2 * (size - 4)).astype(int), 0, size - 4)
+        for t, (r, c) in enumerate(pix):
+            images[t, r:r + 4, c:c + 4] = 255
+        episodes.append({"camera_image": images, "pos": pos, "action": np.roll(pos, -1, axis=0)})
+    return episodes
+
+
+@pytest.fixture
+def image_zarr(tmp_path: Path) -> Path:
+    """A small zarr replay buffer with a 16x16 camera key, a 2-d low-dim key and 2-d actions."""
+    from paradigms_policy.data.replay_buffer import ReplayBuffer
+
+    path = tmp_path / "images.zarr"
+    buffer = ReplayBuffer.create(path)
+    for episode in make_image_episodes():
+        buffer.add_episode(episode)
+    buffer.attrs["obs_keys"] = ["camera_image", "pos"]
+    return path
+
+
 @pytest.fixture(scope="module")
 def ros_session(tmp_path_factory):
     """rclpy in this process on a private ROS domain (localhost only); yields the env for node processes."""
