@@ -197,3 +197,37 @@ def test_pusht_states_replay_exactly(pusht_demos):
         np.testing.assert_allclose(obs["keypoint"], episode["obs"]["keypoint"][t], atol=1e-3)
         np.testing.assert_allclose(obs["agent_pos"], episode["obs"]["agent_pos"][t], atol=1e-3)
     env.close()
+
+
+@pytest.fixture(scope="module")
+def lift_image_demos(tmp_path_factory):
+    """One image Lift demonstration (agentview camera, 84x84, software-rendered)."""
+    from paradigms_policy.demos import generate_demos
+
+    out_dir = tmp_path_factory.mktemp("lift_image_demos")
+    summary = generate_demos("lift_image", 1, 0, out_dir, progress=False)
+    return out_dir, summary
+
+
+def test_image_demos_record_uint8_camera_frames_in_hdf5_and_zarr(lift_image_demos, robomimic_reader):
+    from paradigms_policy.data.replay_buffer import ReplayBuffer
+    from paradigms_policy.data.robomimic_hdf5 import read_robomimic_hdf5
+
+    out_dir, summary = lift_image_demos
+    assert summary["expert_success_rate"] == 1.0 and "agentview_image" in summary["obs_keys"]
+    episodes, env_args, _ = read_robomimic_hdf5(out_dir / "lift_image_demos.hdf5")
+    kwargs = env_args["env_kwargs"]  # robomimic's camera metadata, so the env can be rebuilt with its renderer
+    assert kwargs["use_camera_obs"] and kwargs["camera_names"] == ["agentview"] and kwargs["camera_heights"] == 84
+    episode = episodes[0]
+    T = len(episode["actions"])
+    for group in ("obs", "next_obs"):  # robomimic's image layout: uint8 [T, H, W, C]
+        frames = episode[group]["agentview_image"]
+        assert frames.dtype == np.uint8 and frames.shape == (T, 84, 84, 3)
+    np.testing.assert_array_equal(episode["next_obs"]["agentview_image"][:-1], episode["obs"]["agentview_image"][1:])
+    assert episode["obs"]["robot0_eef_pos"].dtype == np.float32 and "object" in episode["obs"]
+    assert not np.array_equal(episode["obs"]["agentview_image"][0], episode["obs"]["agentview_image"][-1])  # it moved
+    buffer = ReplayBuffer.open(out_dir / "lift_image_demos.zarr")
+    stored = buffer.get_episode(0)["agentview_image"]
+    assert stored.dtype == np.uint8 and np.array_equal(stored, episode["obs"]["agentview_image"])
+    reader = robomimic_reader(out_dir / "lift_image_demos.hdf5", ["agentview_image", "robot0_eef_pos"])
+    assert reader[T - 1]["next_obs"]["agentview_image"].shape == (1, 84, 84, 3)
