@@ -116,7 +116,8 @@ def run_episode(
             delay = 0 if not model.started else delay_steps  # the first chunk: the robot waits for it
             request = model.request(obs_time=tick, expected_arrival=tick + delay)
             # [n_obs_steps, *shape]; camera frames from uint8 HWC to the policy's float CHW in [0, 1]
-            obs_window = obs_for_policy({k: np.stack([h[k] for h in history]) for k in keys}, policy.shape_meta)
+            obs_window = obs_for_policy({k: np.stack([h[k] for h in history]) for k in keys},
+                                        getattr(policy, "shape_meta", {}))
             t0 = time.perf_counter()
             out = policy.predict_action(
                 obs_window,
