@@ -3,6 +3,8 @@
     ros2 launch paradigms_policy sim_demo.launch.py
     ros2 launch paradigms_policy sim_demo.launch.py episodes:=5 checkpoint:=/path/to/policy.pt
     ros2 launch paradigms_policy sim_demo.launch.py control_rate_hz:=10 latency_budget_ms:=400  # slow motion on CPU
+    ros2 launch paradigms_policy sim_demo.launch.py task:=lift_image \
+        params_file:=<share>/config/policy_lift_image.yaml checkpoint:=<share>/checkpoints/lift_image.pt  # from images
 
 The policy node is brought up through its lifecycle (configure, then activate) as in
 policy.launch.py; the simulated robot holds each episode until the first chunk arrives.
@@ -51,7 +53,7 @@ def generate_launch_description() -> LaunchDescription:
             default_value=PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "sim_robot.yaml"]),
             description="ROS parameters file of sim_robot_node"),
         DeclareLaunchArgument("episodes", default_value="0", description="Episodes to run; 0 runs forever"),
-        DeclareLaunchArgument("task", default_value="lift", description="Simulated task (lift or can)"),
+        DeclareLaunchArgument("task", default_value="lift", description="Simulated task (lift, can, or lift_image: Lift + agentview camera as sensor_msgs/Image)"),
         OpaqueFunction(function=sim_robot_actions),
         OpaqueFunction(function=policy_node_actions),
     ])
