@@ -133,10 +133,11 @@ print(env)
 if sys.argv[2] == "device" and not torch.cuda.is_available():
     sys.exit("torch sees no CUDA device: this is the device check (use --dry-run on a CPU)")
 '
-# the profiler's default samplers, plus Picard with whole rounds on the device (picard_warm_rounds: flags read
-# every <= 8 rounds, blocks of rounds captured as CUDA graphs) and Newton on DDIM-16 (wide rounds, few of them)
-SAMPLERS="samplers=[ddpm_sequential,ddim_sequential,picard_cold,picard_warm,picard_warm_rounds,anderson_cold,anderson_warm,newton_ddim16_warm]"
-ROUNDS_VARIANT=("+sampler_overrides.picard_warm_rounds.sampler=picard_warm" "+sampler_overrides.picard_warm_rounds.rounds_per_sync=8")
+# the profiler's default samplers, plus Picard and Anderson with whole rounds on the device (*_rounds: flags
+# read every <= 8 rounds, blocks of rounds captured as CUDA graphs) and Newton on DDIM-16 (few, wide rounds)
+SAMPLERS="samplers=[ddpm_sequential,ddim_sequential,picard_cold,picard_warm,picard_warm_rounds,anderson_cold,anderson_warm,anderson_warm_rounds,newton_ddim16_warm]"
+ROUNDS_VARIANT=("+sampler_overrides.picard_warm_rounds.sampler=picard_warm" "+sampler_overrides.picard_warm_rounds.rounds_per_sync=8"
+                "+sampler_overrides.anderson_warm_rounds.sampler=anderson_warm" "+sampler_overrides.anderson_warm_rounds.rounds_per_sync=8")
 PROFILE=("$PYTHON" -m paradigms_policy.profile device="$DEVICE" cycles="$CYCLES" warmup_solves="$WARMUP_SOLVES" seed=0
          "$SAMPLERS" "${ROUNDS_VARIANT[@]}" "${EXTRA[@]}")
 

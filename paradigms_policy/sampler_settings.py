@@ -58,7 +58,7 @@ _APPLIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "abs_tolerance": ("abs_tolerance", ("picard", "anderson", "newton")),
     "window": ("window", ("picard", "anderson", "newton")),
     "history": ("history", ("anderson",)),
-    "rounds_per_sync": ("rounds_per_sync", ("picard",)),
+    "rounds_per_sync": ("rounds_per_sync", ("picard", "anderson")),
     "deadline_policy": ("deadline_policy", ("picard", "anderson", "newton")),
 }
 
@@ -73,7 +73,7 @@ class SamplerSettings:
     abs_tolerance: float | None = None  # absolute RMS floor (ParaTAA's tol1); 0 = none
     window: int | None = None  # steps per parallel round
     history: int | None = None  # Anderson iterates kept
-    rounds_per_sync: int | None = None  # Picard: device-resident rounds, flags read every <= K rounds
+    rounds_per_sync: int | None = None  # Picard/Anderson: device-resident rounds, flags read every <= K rounds
     deadline_policy: str | None = None  # what a parallel solve stopped by its deadline returns
 
     def __post_init__(self) -> None:

@@ -1,4 +1,4 @@
-"""Device-resident Picard rounds: one read of the flags per block of rounds, same solve as the host loop.
+"""Device-resident rounds (Picard, Anderson): one read of the flags per block of rounds, same solve as the host loop.
 
 K = 1 (a read after every round) must reproduce the host loop's Picard solve; larger blocks
 must change nothing (rounds after convergence are no-ops); the CUDA-graph capture of whole
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from paradigms_policy.diffusion.device_rounds import PicardDeviceRounds, block_size
+from paradigms_policy.diffusion.anderson import Anderson
+from paradigms_policy.diffusion.device_rounds import PicardDeviceRounds, block_size, make_device_rounds
 from paradigms_policy.diffusion.inpaint import known_prefix
 from paradigms_policy.diffusion.picard import Picard
 from paradigms_policy.diffusion.fixed_point import solve_fixed_point
@@ -22,8 +23,13 @@ from conftest import FakeClock, fake_denoiser, problem, seeded, timed
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-def device_solve(denoise, rule, x_init, noise, settings: Picard, **kwargs):
-    return PicardDeviceRounds(rule, settings, denoise, x_init).solve(x_init, noise, **kwargs)
+def device_solve(denoise, rule, x_init, noise, settings, **kwargs):
+    return make_device_rounds(rule, settings, denoise, x_init).solve(x_init, noise, **kwargs)
+
+
+def with_rounds(settings, k: int = 1):
+    """The same settings running device-resident rounds, reading the flags every ``k`` rounds."""
+    return type(settings)(**{**settings.__dict__, "rounds_per_sync": k})
 
 
 def assert_same_solve(got, ref, atol: float = 1e-12):
@@ -45,7 +51,7 @@ def test_a_read_after_every_round_is_the_host_loop(kind, steps, window, exact_li
     rule, x_init, noise = problem(kind, steps)
     host = Picard(window=window, tolerance=0.05, abs_tolerance=1e-4, exact_linear=exact_linear)
     ref = solve_fixed_point(fake_denoiser(), rule, x_init, noise, host)
-    got = device_solve(fake_denoiser(), rule, x_init, noise, Picard(**{**host.__dict__, "rounds_per_sync": 1}))
+    got = device_solve(fake_denoiser(), rule, x_init, noise, with_rounds(host))
     assert ref.stats.converged and ref.stats.rounds > 1
     assert_same_solve(got, ref)
 
@@ -59,8 +65,7 @@ def test_warm_start_inpainting_and_round_cap_match_the_host_loop(kind):
         host = Picard(window=6, tolerance=0.02, abs_tolerance=1e-4, max_rounds=max_rounds)
         kwargs = dict(init_trajectory=previous, inpaint=inpaint)
         ref = solve_fixed_point(fake_denoiser(), rule, x_init, noise, host, **kwargs)
-        got = device_solve(fake_denoiser(), rule, x_init, noise,
-                           Picard(**{**host.__dict__, "rounds_per_sync": 1}), **kwargs)
+        got = device_solve(fake_denoiser(), rule, x_init, noise, with_rounds(host), **kwargs)
         assert_same_solve(got, ref)
         assert got.stats.init == "warm"
         assert torch.equal(got.sample[:, 1:3], inpaint.values[:, 1:3])
@@ -124,15 +129,48 @@ def test_bad_settings_and_shapes_are_refused():
         Picard(rounds_per_sync=0)
     with pytest.raises(ValueError, match="rounds_per_sync"):
         PicardDeviceRounds(rule, Picard(), fake_denoiser(), x_init)
+    with pytest.raises(ValueError, match="newton has no device-resident rounds"):
+        from paradigms_policy.diffusion.newton import Newton
+        Newton(rounds_per_sync=2)
     rounds = PicardDeviceRounds(rule, Picard(window=4, rounds_per_sync=2), fake_denoiser(), x_init)
     with pytest.raises(ValueError, match="shape"):
         rounds.solve(x_init[:1], noise[:, :1])
 
 
-def test_policy_with_device_rounds_builds_everything_at_warmup(random_checkpoint):
+@pytest.mark.parametrize("kind,steps,window", [("ddpm", 30, 30), ("ddpm", 30, 8), ("ddim", 16, 16),
+                                               ("dpmsolver++", 12, 5)])
+@pytest.mark.parametrize("exact_linear,order_k,history", [(True, None, 2), (False, None, 2), (True, 3, 1),
+                                                          (False, 4, 3), (True, None, 0)])
+def test_anderson_rounds_on_the_device_are_the_host_loop(kind, steps, window, exact_linear, order_k, history):
+    rule, x_init, noise = problem(kind, steps)
+    host = Anderson(window=window, tolerance=0.01, abs_tolerance=1e-5, history=history, order_k=order_k,
+                    exact_linear=exact_linear)
+    ref = solve_fixed_point(fake_denoiser(), rule, x_init, noise, host)
+    got = device_solve(fake_denoiser(), rule, x_init, noise, with_rounds(host))
+    assert ref.stats.converged and ref.stats.rounds > 2
+    assert_same_solve(got, ref, atol=1e-10)
+    blocks = device_solve(fake_denoiser(), rule, x_init, noise, with_rounds(host, 4))
+    assert_same_solve(blocks, got, atol=0.0)
+
+
+def test_anderson_device_rounds_warm_inpainted_and_capped():
+    rule, x_init, noise = problem("ddpm", 40)
+    previous = sample_sequential(fake_denoiser(shift=0.2), rule, x_init, noise).trajectory
+    inpaint = known_prefix(torch.full((2, 3), -0.4, dtype=torch.float64), 1, tuple(x_init.shape))
+    for max_rounds in (None, 4):
+        host = Anderson(window=40, tolerance=0.01, abs_tolerance=1e-5, max_rounds=max_rounds)
+        kwargs = dict(init_trajectory=previous, inpaint=inpaint)
+        ref = solve_fixed_point(fake_denoiser(), rule, x_init, noise, host, **kwargs)
+        got = device_solve(fake_denoiser(), rule, x_init, noise, with_rounds(host), **kwargs)
+        assert_same_solve(got, ref, atol=1e-10)
+        assert torch.equal(got.sample[:, 1:3], inpaint.values[:, 1:3])
+
+
+@pytest.mark.parametrize("sampler", ["picard_warm", "anderson_warm"])
+def test_policy_with_device_rounds_builds_everything_at_warmup(random_checkpoint, sampler):
     """After warm-up a device-rounds policy allocates nothing: no new buffers, slots or graphs."""
-    host = load_policy(random_checkpoint, sampler="picard_warm", window=8)
-    policy = load_policy(random_checkpoint, sampler="picard_warm", window=8, rounds_per_sync=4)
+    host = load_policy(random_checkpoint, sampler=sampler, window=8)
+    policy = load_policy(random_checkpoint, sampler=sampler, window=8, rounds_per_sync=4)
     policy.warmup()
     assert policy.sampler.on_device_rounds and policy.sampler.device_rounds_built == 1
     created = policy.denoiser.slots_created
@@ -148,12 +186,13 @@ def test_policy_with_device_rounds_builds_everything_at_warmup(random_checkpoint
 
 @needs_cuda
 @pytest.mark.cuda
+@pytest.mark.parametrize("sampler", ["picard_warm", "anderson_warm"])
 @pytest.mark.parametrize("kind", ["ddpm", "dpmsolver++"])
-def test_captured_rounds_match_eager_rounds_on_cuda(random_checkpoint, kind):
+def test_captured_rounds_match_eager_rounds_on_cuda(random_checkpoint, kind, sampler):
     """Whole rounds captured as CUDA graphs (blocks of 1, 2, 4) against the same rounds run eagerly."""
-    eager = load_policy(random_checkpoint, device="cuda", executor="eager", sampler="picard_warm", window=8,
+    eager = load_policy(random_checkpoint, device="cuda", executor="eager", sampler=sampler, window=8,
                         rounds_per_sync=4, kind=kind, num_inference_steps=20)
-    graph = load_policy(random_checkpoint, device="cuda", executor="cuda_graph", sampler="picard_warm", window=8,
+    graph = load_policy(random_checkpoint, device="cuda", executor="cuda_graph", sampler=sampler, window=8,
                         rounds_per_sync=4, kind=kind, num_inference_steps=20)
     for policy in (eager, graph):
         policy.warmup()

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
 STEPS = ["machine", "install_wheels", "cuda_tests", "shipped_graph", "dp_size_graph", "shipped_eager", "dp_size_eager"]
 SAMPLERS = ["ddpm_sequential", "ddim_sequential", "picard_cold", "picard_warm", "picard_warm_rounds", "anderson_cold",
-            "anderson_warm", "newton_ddim16_warm"]
+            "anderson_warm", "anderson_warm_rounds", "newton_ddim16_warm"]
 
 
 def run_script(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -20,24 +20,12 @@ from .types import Denoiser, SampleResult
 
 @dataclass(frozen=True)
 class Picard(LoopSettings):
-    """Sliding-window Picard iteration. ``exact_linear``: ParaTAA's form instead of the cumulative one.
-
-    ``rounds_per_sync``: None runs the host loop (fixed_point.py); an integer K >= 1 runs the
-    device-resident rounds (device_rounds.py), the host reading the convergence flags after
-    at most K rounds (fewer when the deadline or the expected remaining rounds say so).
-    """
+    """Sliding-window Picard iteration. ``exact_linear``: ParaTAA's form instead of the cumulative one."""
 
     window: int = 32
     tolerance: float = 0.1
     abs_tolerance: float | None = 3e-3
     exact_linear: bool = False
-    rounds_per_sync: int | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        k = self.rounds_per_sync
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-            raise ValueError(f"rounds_per_sync must be None (host loop) or an integer >= 1, got {k!r}")
 
     def start(self, state: TrajectoryState) -> "PicardRound":
         return PicardRound(state, self.exact_linear)

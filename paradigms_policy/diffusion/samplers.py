@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from .budget import DEFAULT_DEADLINE_POLICY, Clock, DeadlinePolicy, RoundTimeEstimator
-from .device_rounds import PicardDeviceRounds
+from .device_rounds import DeviceRounds, make_device_rounds
 from .fixed_point import LoopSettings, solve_fixed_point
 from .inpaint import Inpainting
 from .registry import ALIASES, AUTO, SAMPLER_NAMES, SAMPLERS, SamplerSpec, canonical_name
@@ -52,7 +52,7 @@ class Sampler:
     round_times: RoundTimeEstimator = field(default_factory=RoundTimeEstimator)
     spec_name: str = ""  # the registry name (differs from ``name`` for aliases)
     # device-resident rounds (settings.rounds_per_sync set): static buffers, captured graphs on CUDA
-    device_rounds: PicardDeviceRounds | None = field(default=None, repr=False)
+    device_rounds: DeviceRounds | None = field(default=None, repr=False)
     round_runner: Any = field(default=None, repr=False)
     device_rounds_built: int = 0  # lifetime count: a solve after warm-up should never build them
     last_rounds: int | None = None  # the previous device-resident solve's rounds (block-size hint)
@@ -143,7 +143,7 @@ class Sampler:
         result.stats.fallback = applied.value  # extra attribute: what was published
         return result
 
-    def prepare_device_rounds(self, denoise: Denoiser, like: Tensor) -> PicardDeviceRounds:
+    def prepare_device_rounds(self, denoise: Denoiser, like: Tensor) -> DeviceRounds:
         """The device-resident rounds for samples shaped like ``like`` (built, and on CUDA captured, once).
 
         Captured when ``denoise`` is a CUDA-graph denoiser (``executor == "cuda_graph"``): its
@@ -154,7 +154,7 @@ class Sampler:
         if (rounds is not None and rounds.denoise is denoise and rounds.shape == tuple(like.shape)
                 and rounds.traj.device == like.device and rounds.traj.dtype == like.dtype):
             return rounds
-        rounds = PicardDeviceRounds(self.rule, self.settings, denoise, like)
+        rounds = make_device_rounds(self.rule, self.settings, denoise, like)
         runner = None
         if getattr(denoise, "executor", "eager") == "cuda_graph":
             from ..runtime.round_graph import RoundGraph  # CUDA only

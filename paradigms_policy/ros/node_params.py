@@ -106,7 +106,7 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
       int_range=(1, 1000), not_set=NOT_SET),
     S("anderson_history", INTEGER, NOT_SET, "Iterates kept by triangular Anderson acceleration (default 2).",
       int_range=(0, 16), not_set=NOT_SET),
-    S("rounds_per_sync", INTEGER, NOT_SET, "Picard samplers: run whole rounds on the device and read the "
+    S("rounds_per_sync", INTEGER, NOT_SET, "Picard and Anderson samplers: run whole rounds on the device and read the "
       "convergence flags after at most this many rounds (on CUDA captured as graphs); -1: the host loop.",
       int_range=(1, 64), not_set=NOT_SET),
     S("deadline_policy", STRING, "ddim_fallback", "What a parallel solve that reaches the deadline publishes.",
