@@ -133,8 +133,13 @@ print(env)
 if sys.argv[2] == "device" and not torch.cuda.is_available():
     sys.exit("torch sees no CUDA device: this is the device check (use --dry-run on a CPU)")
 '
+# the profiler's default samplers, plus Picard and Anderson with whole rounds on the device (*_rounds: flags
+# read every <= 8 rounds, blocks of rounds captured as CUDA graphs) and Newton on DDIM-16 (few, wide rounds)
+SAMPLERS="samplers=[ddpm_sequential,ddim_sequential,picard_cold,picard_warm,picard_warm_rounds,anderson_cold,anderson_warm,anderson_warm_rounds,newton_ddim16_warm]"
+ROUNDS_VARIANT=("+sampler_overrides.picard_warm_rounds.sampler=picard_warm" "+sampler_overrides.picard_warm_rounds.rounds_per_sync=8"
+                "+sampler_overrides.anderson_warm_rounds.sampler=anderson_warm" "+sampler_overrides.anderson_warm_rounds.rounds_per_sync=8")
 PROFILE=("$PYTHON" -m paradigms_policy.profile device="$DEVICE" cycles="$CYCLES" warmup_solves="$WARMUP_SOLVES" seed=0
-         "${EXTRA[@]}")
+         "$SAMPLERS" "${ROUNDS_VARIANT[@]}" "${EXTRA[@]}")
 
 summarize() {
   "$PYTHON" -m paradigms_policy.profiling.compare --runs "$RUNS" --steps "$STEPS" --env "$WORK/env.json" \
@@ -147,7 +152,8 @@ step machine 60 "$PYTHON" -c "$MACHINE_PY" "$WORK/env.json" "$MODE"
 export -f install_wheels; export PYTHON WHEELS WORK MODE
 step install_wheels "$T_INSTALL" bash -c install_wheels
 [[ -d "$WORK/site" ]] && export PYTHONPATH="$PYTHONPATH:$WORK/site"
-step cuda_tests "$T_TESTS" "$PYTHON" -m pytest -q -p no:cacheprovider -m cuda tests/test_executor.py tests/test_warmup_capture.py
+step cuda_tests "$T_TESTS" "$PYTHON" -m pytest -q -p no:cacheprovider -m cuda tests/test_executor.py tests/test_warmup_capture.py \
+  tests/test_device_rounds.py
 # graphs first (the headline), then eager; the shipped checkpoint profiles on its recorded episodes
 step shipped_graph "$T_RUN" "${PROFILE[@]}" executor="$GRAPH_EXECUTOR" out_dir="$RUNS/shipped_graph"
 step dp_size_graph "$T_RUN" "${PROFILE[@]}" executor="$GRAPH_EXECUTOR" out_dir="$RUNS/dp_size_graph" checkpoint=random "${DP_NET[@]}"

@@ -31,7 +31,7 @@ from .runtime.device import default_executor, resolve_device
 from .runtime.executor import BatchedDenoiser
 
 __all__ = ["Policy", "ActionResult", "ObservationError", "PolicyCompatibilityError", "load_policy", "DEFAULT_SAMPLER",
-           "solver_window_sizes"]
+           "solver_call_widths"]
 
 DEFAULT_SAMPLER = "ddpm_sequential"  # the reference: DiffusionPolicy's own 100-step DDPM
 INPAINTING = ("clean", "noised")  # how known actions enter the solve (Policy._inpainting)
@@ -266,15 +266,17 @@ class Policy:
         return obs
 
     def warmup(self, batch: int = 1) -> None:
-        """Allocate denoiser buffers (capture CUDA graphs) for every window size the sampler can
-        use, and measure round times, before the first deadline-bound call.
+        """Allocate denoiser buffers (capture CUDA graphs) for the widths the sampler's calls use,
+        and measure round times, before the first deadline-bound call.
 
-        After this, solves of ``batch`` observations allocate and capture nothing (the
-        denoiser's ``slots_created`` / ``graphs_captured`` stay put). On CPU the extra window
-        sizes are only allocated, not run: an eager CPU call has nothing else to warm.
+        Two widths serve every call (``solver_call_widths``): the widest round, whose slot also
+        serves the narrower rounds near the end of the chain, and width 1 (sequential steps, the
+        DDIM deadline fallback). After this, solves of ``batch`` observations allocate and
+        capture nothing (the denoiser's ``slots_created`` / ``graphs_captured`` stay put). On CPU
+        the slots are only allocated, not run: an eager CPU call has nothing else to warm.
         """
         obs = self._mean_observation(batch)
-        widths = solver_window_sizes(self.sampler, self.horizon * self.action_dim)
+        widths = solver_call_widths(self.sampler, self.horizon * self.action_dim)
         self.denoiser.warmup(widths, batch, run=self.device.type == "cuda")
         nobs, _ = self._check_obs(obs)
         self.denoiser.bind(self.network.global_cond({k: self.normalizer[k].normalize(v) for k, v in nobs.items()}))
@@ -290,17 +292,14 @@ class Policy:
                 f"sampler={self.sampler_name}, device={self.device})")
 
 
-def solver_window_sizes(sampler: Sampler, event_numel: int) -> list[int]:
-    """Every batch width a solve with ``sampler`` can pass to the denoiser.
+def solver_call_widths(sampler: Sampler, event_numel: int) -> list[int]:
+    """The batch widths to prepare for ``sampler``: width 1 and its widest round.
 
-    Sequential sampling (and the DDIM deadline fallback) evaluates one step at a time; the
-    parallel solvers use their full window and, near the end of the chain, every shorter one
-    (a round's width is its update rule's ``rows_per_round``).
+    Sequential sampling (and the DDIM deadline fallback) evaluates one step at a time; a
+    parallel round evaluates its window (plus an update rule's extra rows, ``rows_per_round``),
+    which shrinks near the end of the chain: those calls use the widest slot, padded.
     """
-    if not sampler.is_parallel:
-        return [1]
-    full = min(int(sampler.window), int(sampler.rule.num_steps))
-    return sorted({1} | {sampler.settings.rows_per_round(w, event_numel) for w in range(1, full + 1)})
+    return sampler.call_widths(event_numel)
 
 
 def load_policy(path: str | Path | None = None, device: str | torch.device = "cpu", sampler: str | None = None,

@@ -32,13 +32,15 @@ __all__ = ["run_profile", "main"]
 def check_config(cfg) -> None:
     """Fail before any model is built if the configuration cannot be profiled."""
     from paradigms_policy.diffusion.samplers import SAMPLER_NAMES
+    from paradigms_policy.profiling.policies import sampler_of
 
     samplers = list(cfg.samplers)
     if not samplers:
         raise ValueError("samplers must name at least one sampler")
-    unknown = [n for n in samplers if n not in SAMPLER_NAMES]
+    unknown = [n for n in samplers if sampler_of(cfg, n) not in SAMPLER_NAMES]
     if unknown:
-        raise ValueError(f"unknown sampler(s) {unknown}; expected names from {list(SAMPLER_NAMES)}")
+        raise ValueError(f"unknown sampler(s) {unknown}; expected names from {list(SAMPLER_NAMES)}, or a label "
+                         "with sampler_overrides.<label>.sampler naming one")
     if int(cfg.cycles) < 1:
         raise ValueError(f"cycles must be >= 1, got {cfg.cycles}")
     if cfg.budget_ms is not None and not float(cfg.budget_ms) > 0:

@@ -58,6 +58,7 @@ _APPLIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "abs_tolerance": ("abs_tolerance", ("picard", "anderson", "newton")),
     "window": ("window", ("picard", "anderson", "newton")),
     "history": ("history", ("anderson",)),
+    "rounds_per_sync": ("rounds_per_sync", ("picard", "anderson")),
     "deadline_policy": ("deadline_policy", ("picard", "anderson", "newton")),
 }
 
@@ -72,6 +73,7 @@ class SamplerSettings:
     abs_tolerance: float | None = None  # absolute RMS floor (ParaTAA's tol1); 0 = none
     window: int | None = None  # steps per parallel round
     history: int | None = None  # Anderson iterates kept
+    rounds_per_sync: int | None = None  # Picard/Anderson: device-resident rounds, flags read every <= K rounds
     deadline_policy: str | None = None  # what a parallel solve stopped by its deadline returns
 
     def __post_init__(self) -> None:
@@ -84,7 +86,7 @@ class SamplerSettings:
         out = []
         if self.name not in SAMPLER_SOLVERS:
             out.append(f"unknown sampler {self.name!r}; expected one of {list(SAMPLER_KINDS)}")
-        for name, low in (("steps", 1), ("window", 1), ("history", 0)):
+        for name, low in (("steps", 1), ("window", 1), ("history", 0), ("rounds_per_sync", 1)):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
                 out.append(f"{name} must be an integer >= {low} or None (not set), got {value!r}")

@@ -157,6 +157,28 @@ def random_checkpoint(tmp_path: Path) -> Path:
     return make_random_checkpoint(tmp_path / "random.pt")
 
 
+SHIPPED_CHECKPOINTS = {  # file in checkpoints/ -> (obs shapes, action dim) its card states
+    "lift_lowdim.pt": ({"robot0_eef_pos": [3], "robot0_eef_quat": [4], "robot0_gripper_qpos": [2], "object": [10]}, 7),
+    "can_lowdim.pt": ({"robot0_eef_pos": [3], "robot0_eef_quat": [4], "robot0_gripper_qpos": [2], "object": [14]}, 7),
+    "pusht_lowdim.pt": ({"agent_pos": [2], "keypoint": [8, 2]}, 2),
+}
+
+
+@pytest.fixture
+def shipped_episode():
+    """``shipped_episode(name)`` -> (checkpoint path, held-out episode arrays) of a checkpoint in checkpoints/:
+    the ``.episode.npz`` beside it holds real observations of its task (the demos' validation episodes)."""
+    from paradigms_policy import paths
+
+    def get(name: str) -> tuple[Path, dict[str, np.ndarray]]:
+        path = paths.checkpoints_dir() / name
+        assert path.is_file(), f"shipped checkpoint {path} is missing"
+        with np.load(path.with_suffix(".episode.npz")) as episode:
+            return path, {key: episode[key] for key in episode.files}
+
+    return get
+
+
 LIFT_OBS_SHAPES = {"robot0_eef_pos": [3], "robot0_eef_quat": [4], "robot0_gripper_qpos": [2], "object": [10]}
 
 

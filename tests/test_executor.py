@@ -145,6 +145,22 @@ def test_lifetime_counters_count_allocations_once(model):
     assert denoiser.slots_created == 5 and denoiser.window_sizes == [1]
 
 
+def test_narrower_calls_use_the_widest_slot_and_stay_exact(model):
+    """A shrinking window reuses one slot (no allocation); results equal a direct call of each width."""
+    denoiser = BatchedDenoiser(model, event_shape=EVENT, cond_dim=COND_DIM)
+    denoiser.warmup([1, 6], batch=2, run=False)
+    cond = torch.randn(2, COND_DIM)
+    denoiser.bind(cond)
+    gen = torch.Generator().manual_seed(3)
+    for w in (6, 5, 3, 2, 1, 6):
+        x = torch.randn(w, 2, *EVENT, generator=gen)
+        t = torch.randint(0, 100, (w,), generator=gen)
+        assert denoiser.slot_width_for(w) == (1 if w == 1 else 6)
+        torch.testing.assert_close(denoiser(x, t), direct(model, x, t, cond), atol=1e-5, rtol=1e-4)
+    assert denoiser.slots_created == 2 and denoiser.window_sizes == [1, 6]
+    assert denoiser.slot_width_for(7) is None
+
+
 def test_warmup_without_run_leaves_the_network_alone(model):
     calls = []
     handle = model.register_forward_hook(lambda *args: calls.append(1))
@@ -255,6 +271,24 @@ def test_cuda_graph_replay_matches_eager(window, batch):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
         assert got.data_ptr() != graph._slots[window].output.data_ptr()
         torch.testing.assert_close(got.cpu(), direct(reference, x, t, cond), atol=1e-4, rtol=1e-3)
+
+
+@needs_cuda
+@pytest.mark.cuda
+def test_cuda_graph_of_the_widest_round_serves_narrower_calls():
+    """One captured width: narrower calls replay it padded, and their rows equal the eager result."""
+    reference = tiny_unet()
+    graph = BatchedDenoiser(tiny_unet(), event_shape=EVENT, cond_dim=COND_DIM, device="cuda", executor="cuda_graph")
+    graph.warmup([1, 8], batch=2)
+    assert graph.graphs_captured == 2
+    gen = torch.Generator().manual_seed(1)
+    cond = torch.randn(2, COND_DIM, generator=gen)
+    graph.bind(cond.cuda())
+    for w in (8, 5, 2, 7, 1):
+        x = torch.randn(w, 2, *EVENT, generator=gen)
+        t = torch.randint(0, 100, (w,), generator=gen)
+        torch.testing.assert_close(graph(x.cuda(), t).cpu(), direct(reference, x, t, cond), atol=1e-4, rtol=1e-3)
+    assert graph.graphs_captured == graph.slots_created == 2
 
 
 @needs_cuda

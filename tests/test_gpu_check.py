@@ -15,7 +15,8 @@ from paradigms_policy.profiling.compare import compare, format_markdown
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
 STEPS = ["machine", "install_wheels", "cuda_tests", "shipped_graph", "dp_size_graph", "shipped_eager", "dp_size_eager"]
-SAMPLERS = ["ddpm_sequential", "ddim_sequential", "picard_cold", "picard_warm", "anderson_cold", "anderson_warm"]
+SAMPLERS = ["ddpm_sequential", "ddim_sequential", "picard_cold", "picard_warm", "picard_warm_rounds", "anderson_cold",
+            "anderson_warm", "anderson_warm_rounds", "newton_ddim16_warm"]
 
 
 def run_script(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -82,6 +82,8 @@ def test_sampler_overrides_follow_the_kind():
     tight = with_changes(params, {"sampler": "picard_warm", "sampler_tolerance": 0.05, "sampler_abs_tolerance": 0.0})
     assert tight.sampler_settings().overrides() == {"tolerance": 0.05, "abs_tolerance": 0.0,
                                                     "deadline_policy": "ddim_fallback"}
+    on_device = with_changes(params, {"sampler": "picard_warm", "rounds_per_sync": 8})
+    assert on_device.sampler_settings().overrides() == {"rounds_per_sync": 8, "deadline_policy": "ddim_fallback"}
     sequential = with_changes(params, {"sampler": "ddim_sequential", "sampler_tolerance": 0.05})
     assert sequential.sampler_settings().overrides() == {}
     assert sequential.sampler_settings().ignored() == ["tolerance", "deadline_policy"]

@@ -56,3 +56,13 @@ def test_invalid_settings_are_refused_naming_the_setting(kwargs, fragment):
     with pytest.raises(ValueError, match="invalid sampler settings") as info:
         SamplerSettings(**kwargs)
     assert fragment in str(info.value)
+
+
+def test_rounds_per_sync_applies_to_picard_and_anderson():
+    picard = SamplerSettings(name="picard_warm", rounds_per_sync=4)
+    assert picard.overrides() == {"rounds_per_sync": 4} and picard.ignored() == []
+    assert SamplerSettings(name="anderson_warm", rounds_per_sync=4).overrides() == {"rounds_per_sync": 4}
+    newton = SamplerSettings(name="newton_ddim16_warm", rounds_per_sync=4)
+    assert newton.overrides() == {} and newton.ignored() == ["rounds_per_sync"]
+    with pytest.raises(ValueError, match="rounds_per_sync must be an integer >= 1"):
+        SamplerSettings(name="picard_warm", rounds_per_sync=0)

@@ -1,9 +1,10 @@
-"""Policy.warmup prepares every window size a solve uses: no buffer or CUDA graph is created later.
+"""Policy.warmup prepares the widths a solve uses: no buffer or CUDA graph is created later.
 
 The parallel solvers shrink their window near the end of the chain, and the deadline fallback
-runs one step at a time; a size first seen inside a solve would allocate (and on CUDA capture a
-graph) under the deadline. The denoiser's lifetime counters show whether that happened; on CPU
-they count buffers, on CUDA graphs too.
+runs one step at a time. Both are served by two prepared slots (the widest round, padded for
+narrower ones, and width 1), so each sampler needs one graph for its rounds. A width first seen
+inside a solve would allocate (and on CUDA capture a graph) under the deadline. The denoiser's
+lifetime counters show whether that happened; on CPU they count buffers, on CUDA graphs too.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from paradigms_policy.policy import load_policy, solver_window_sizes
+from paradigms_policy.policy import load_policy, solver_call_widths
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 DEVICES = ["cpu", pytest.param("cuda", marks=[needs_cuda, pytest.mark.cuda])]
@@ -50,10 +51,10 @@ def test_parallel_solves_after_warmup_create_nothing(random_checkpoint, window_s
     policy = load_policy(random_checkpoint, device=device, sampler=sampler, window=window)
     policy.warmup()
     denoiser = policy.denoiser
-    assert denoiser.window_sizes == list(range(1, window + 1)) == solver_window_sizes(policy.sampler, policy.horizon * policy.action_dim)
+    assert denoiser.window_sizes == [1, window] == solver_call_widths(policy.sampler, policy.horizon * policy.action_dim)
     created = (denoiser.slots_created, denoiser.graphs_captured)
     if device == "cuda":
-        assert denoiser.executor == "cuda_graph" and denoiser.graphs_captured == window
+        assert denoiser.executor == "cuda_graph" and denoiser.graphs_captured == 2
     seen = window_spy(denoiser)
     stats = []
     for cycle, obs in enumerate(observation_stream(policy, 4)):
@@ -79,15 +80,30 @@ def test_sequential_solves_after_warmup_create_nothing(random_checkpoint, device
     assert (denoiser.slots_created, denoiser.graphs_captured) == created
 
 
-def test_windows_missed_at_warmup_are_counted(random_checkpoint):
-    """The counter catches what the old warm-up ({1, W} only) left to the first solve."""
+def test_a_warmup_narrower_than_the_rounds_is_counted(random_checkpoint):
+    """The counter catches a width nobody prepared: a round wider than every slot allocates one."""
     policy = load_policy(random_checkpoint, sampler="picard_cold", window=8)
-    policy.denoiser.warmup([1, 8], batch=1)
+    policy.denoiser.warmup([1, 4], batch=1)
     before = policy.denoiser.slots_created
     assert before == 2
     policy.predict_action(observation_stream(policy, 1)[0], seed=0)
-    assert policy.denoiser.slots_created > before
-    assert set(policy.denoiser.window_sizes) - {1, 8}
+    assert policy.denoiser.slots_created == before + 1
+    assert policy.denoiser.window_sizes == [1, 4, 8]
+
+
+def test_newton_rounds_use_one_slot_for_every_width(random_checkpoint, window_spy):
+    """Newton's rounds add probe rows (their count shrinks with the window): still one prepared slot."""
+    policy = load_policy(random_checkpoint, sampler="newton_ddim16_warm", window=4)
+    policy.warmup()
+    denoiser = policy.denoiser
+    widths = solver_call_widths(policy.sampler, policy.horizon * policy.action_dim)
+    assert denoiser.window_sizes == widths and len(widths) == 2
+    created = denoiser.slots_created
+    seen = window_spy(denoiser)
+    for cycle, obs in enumerate(observation_stream(policy, 3)):
+        policy.predict_action(obs, n_executed=policy.n_action_steps, seed=cycle)
+    assert denoiser.slots_created == created
+    assert len(set(seen)) > 2  # several round widths, all served by the prepared slots
 
 
 def test_a_new_batch_size_after_warmup_is_counted(random_checkpoint):

@@ -15,6 +15,7 @@ the samplers implement the mechanism (see ``samplers.py``).
 from __future__ import annotations
 
 import enum
+import math
 import time
 from typing import Callable
 
@@ -128,6 +129,21 @@ class DeadlineGuard:
         self.hit = False
         self.rounds_started = 0
 
+    def fits(self, window: int, rounds: int = 1) -> bool:
+        """True if ``rounds`` rounds of ``window`` steps are expected to finish by the deadline (no side effects)."""
+        if self.deadline is None:
+            return True
+        now = self.clock()
+        expected = self.estimator.estimate(window)
+        return now < self.deadline if expected is None else now + rounds * expected <= self.deadline
+
+    def rounds_that_fit(self, window: int) -> float:
+        """How many rounds of ``window`` steps fit before the deadline (inf without a deadline or an estimate)."""
+        expected = self.estimator.estimate(window)
+        if self.deadline is None or not expected:
+            return math.inf
+        return max(0.0, (self.deadline - self.clock()) / expected)
+
     def allows(self, window: int) -> bool:
         """True if a round of ``window`` steps is expected to finish by the deadline.
 
@@ -137,9 +153,8 @@ class DeadlineGuard:
         """
         if self.deadline is None:
             return True
-        now = self.clock()
         expected = self.estimator.estimate(window)
-        ok = now < self.deadline if expected is None else now + expected <= self.deadline
+        ok = self.fits(window)
         if not ok:
             self.hit = True
             if self.rounds_started == 0 and expected is not None:
@@ -156,8 +171,9 @@ class DeadlineGuard:
         self.rounds_started += 1
         return self.clock()
 
-    def end_round(self, window: int, started: float) -> None:
-        self.estimator.update(window, self.clock() - started)
+    def end_round(self, window: int, started: float, rounds: int = 1) -> None:
+        """Fold the time since ``started`` into the estimate, as ``rounds`` rounds of ``window`` steps."""
+        self.estimator.update(window, (self.clock() - started) / rounds)
 
 
 def validate_deadline(deadline: float | None) -> None:

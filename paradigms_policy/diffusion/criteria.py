@@ -55,9 +55,19 @@ class ConvergenceCriterion:
 
     def evaluate(self, delta: torch.Tensor, first_step: int) -> StepErrors:
         """delta: [W, B, *event] change of states x_{first_step+1 .. first_step+W}."""
+        return self._evaluate(delta, self.error_var[first_step:first_step + delta.shape[0]])
+
+    def evaluate_rows(self, delta: torch.Tensor, steps: torch.Tensor) -> StepErrors:
+        """delta: [W, B, *event] change of the output states of steps ``steps`` (Long[W], on delta's device).
+
+        The same test without reading a position on the host (device-resident rounds).
+        """
+        return self._evaluate(delta, self.error_var.index_select(0, steps))
+
+    def _evaluate(self, delta: torch.Tensor, error_var: torch.Tensor) -> StepErrors:
         w, b = delta.shape[:2]
         msq = delta.reshape(w, b, -1).double().pow(2).mean(dim=2)  # [W, B]
-        var = self.error_var[first_step:first_step + w].to(msq).unsqueeze(1)
+        var = error_var.to(msq).unsqueeze(1)
         ratio = msq / var
         ok = ratio <= self.tol_sq
         rms = msq.sqrt()

@@ -32,13 +32,19 @@ from .types import Denoiser, SampleResult, SolveStats
 # --------------------------------------------------------------------------- settings and rules
 @dataclass(frozen=True)
 class LoopSettings:
-    """What every parallel solve needs: window width, tolerances (criteria.py), optional round cap."""
+    """What every parallel solve needs: window width, tolerances (criteria.py), optional round cap.
+
+    ``rounds_per_sync``: None runs this host loop; an integer K >= 1 runs the update rule's
+    device-resident rounds (device_rounds.py: Picard and Anderson), the host reading the
+    convergence flags after at most K rounds.
+    """
 
     window: int = 16
     tolerance: float = 0.1
     abs_tolerance: float | None = None
     max_rounds: int | None = None
     max_abs_tolerance: float | None = None
+    rounds_per_sync: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
@@ -46,6 +52,9 @@ class LoopSettings:
         if self.max_rounds is not None and (not isinstance(self.max_rounds, int) or self.max_rounds < 0):
             raise ValueError(f"max_rounds must be None or an integer >= 0, got {self.max_rounds!r}")
         check_tolerances(self.tolerance, self.abs_tolerance, self.max_abs_tolerance)
+        k = self.rounds_per_sync
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise ValueError(f"rounds_per_sync must be None (host loop) or an integer >= 1, got {k!r}")
 
     def start(self, state: "TrajectoryState") -> "RoundUpdate":
         """Per-solve update object (keeps whatever the rule remembers between rounds)."""

@@ -41,6 +41,8 @@ class Newton(LoopSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.rounds_per_sync is not None:
+            raise ValueError("newton has no device-resident rounds (its probes need the host): rounds_per_sync must be None")
         if not (isinstance(self.fd_step, (int, float)) and self.fd_step > 0):
             raise ValueError(f"fd_step must be a number > 0, got {self.fd_step!r}")
         if isinstance(self.jacobian_every, bool) or not isinstance(self.jacobian_every, int) or self.jacobian_every < 1:

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .budget import DEFAULT_DEADLINE_POLICY, Clock, DeadlinePolicy, RoundTimeEstimator
+from .device_rounds import DeviceRounds, make_device_rounds
 from .fixed_point import LoopSettings, solve_fixed_point
 from .inpaint import Inpainting
 from .registry import ALIASES, AUTO, SAMPLER_NAMES, SAMPLERS, SamplerSpec, canonical_name
@@ -50,6 +51,16 @@ class Sampler:
     deadline_policy: DeadlinePolicy = DEFAULT_DEADLINE_POLICY
     round_times: RoundTimeEstimator = field(default_factory=RoundTimeEstimator)
     spec_name: str = ""  # the registry name (differs from ``name`` for aliases)
+    # device-resident rounds (settings.rounds_per_sync set): static buffers, captured graphs on CUDA
+    device_rounds: DeviceRounds | None = field(default=None, repr=False)
+    round_runner: Any = field(default=None, repr=False)
+    device_rounds_built: int = 0  # lifetime count: a solve after warm-up should never build them
+    last_rounds: int | None = None  # the previous device-resident solve's rounds (block-size hint)
+
+    @property
+    def on_device_rounds(self) -> bool:
+        """True when solves run the device-resident rounds (device_rounds.py) instead of the host loop."""
+        return getattr(self.settings, "rounds_per_sync", None) is not None
 
     @property
     def solver_config(self) -> dict[str, Any]:
@@ -91,9 +102,17 @@ class Sampler:
         init = init_trajectory if init_trajectory is not None else warm
         if self.settings is None:
             return sample_sequential(denoise, self.rule, x_init, noise, inpaint=inpaint)
-        result = solve_fixed_point(denoise, self.rule, x_init, noise, self.settings, init_trajectory=init,
-                                   deadline=deadline, clock=clock, round_time_estimator=self.round_times,
-                                   inpaint=inpaint)
+        if self.on_device_rounds:
+            rounds = self.prepare_device_rounds(denoise, x_init)
+            result = rounds.solve(x_init, noise, init_trajectory=init, deadline=deadline, clock=clock,
+                                  round_time_estimator=self.round_times, inpaint=inpaint,
+                                  run_rounds=self.round_runner, rounds_hint=self.last_rounds)
+            if result.stats.converged:
+                self.last_rounds = result.stats.rounds
+        else:
+            result = solve_fixed_point(denoise, self.rule, x_init, noise, self.settings, init_trajectory=init,
+                                       deadline=deadline, clock=clock, round_time_estimator=self.round_times,
+                                       inpaint=inpaint)
         if result.stats.deadline_hit:
             result = self._on_deadline(result, denoise, x_init, init, deadline, clock, inpaint)
         return result
@@ -124,6 +143,31 @@ class Sampler:
         result.stats.fallback = applied.value  # extra attribute: what was published
         return result
 
+    def prepare_device_rounds(self, denoise: Denoiser, like: Tensor) -> DeviceRounds:
+        """The device-resident rounds for samples shaped like ``like`` (built, and on CUDA captured, once).
+
+        Captured when ``denoise`` is a CUDA-graph denoiser (``executor == "cuda_graph"``): its
+        network call is recorded inside the round graphs. Its slots must exist already
+        (``BatchedDenoiser.warmup``): nothing may be allocated during a capture.
+        """
+        rounds = self.device_rounds
+        if (rounds is not None and rounds.denoise is denoise and rounds.shape == tuple(like.shape)
+                and rounds.traj.device == like.device and rounds.traj.dtype == like.dtype):
+            return rounds
+        rounds = make_device_rounds(self.rule, self.settings, denoise, like)
+        runner = None
+        if getattr(denoise, "executor", "eager") == "cuda_graph":
+            from ..runtime.round_graph import RoundGraph  # CUDA only
+
+            zeros = torch.zeros((int(self.rule.num_steps), *like.shape), dtype=like.dtype, device=like.device)
+            rounds.load(torch.zeros_like(like), zeros)  # a valid problem to capture on
+            runner = RoundGraph(rounds.round, int(self.settings.rounds_per_sync), like.device)
+            runner.capture()
+        self.device_rounds, self.round_runner = rounds, runner
+        self.device_rounds_built += 1
+        self.last_rounds = None
+        return rounds
+
     def new_warm_start_state(self) -> WarmStartState:
         """A WarmStartState for this sampler's rule (its tail guess uses the rule)."""
         return WarmStartState(self.rule)
@@ -138,6 +182,12 @@ class Sampler:
         times = measure_round_times(denoise, self.rule, x_init, rows.values(), repeats, max_rows=max(rows.values()))
         for w in windows:
             self.round_times.seed(w, times[rows[w]])
+        if self.on_device_rounds:  # build (capture) now; a solve then measures whole device rounds
+            self.prepare_device_rounds(denoise, x_init)
+            zeros = torch.zeros((int(self.rule.num_steps), *x_init.shape), dtype=x_init.dtype, device=x_init.device)
+            for _ in range(repeats):
+                self.sample(denoise, x_init, zeros)
+            self.last_rounds = None
 
 
 def ddim_fallback_rule(schedule_config: dict[str, Any], steps: int):

@@ -11,7 +11,7 @@ from paradigms_policy.runtime import default_executor, resolve_device
 
 from .synthetic import count_parameters, random_checkpoint
 
-__all__ = ["describe_checkpoint", "file_sha256", "load_policies", "sampler_overrides"]
+__all__ = ["describe_checkpoint", "file_sha256", "load_policies", "sampler_of", "sampler_overrides"]
 
 
 def file_sha256(path: Path) -> str:
@@ -28,16 +28,26 @@ def file_sha256(path: Path) -> str:
 
 
 def sampler_overrides(cfg, name: str) -> dict[str, Any]:
-    """make_sampler overrides for ``name``: the global tolerances (parallel samplers), then per-name ones."""
+    """make_sampler overrides for ``name``: the global tolerances (parallel samplers), then per-name ones.
+
+    A per-name entry may hold ``sampler``: then ``name`` is a label for a variant of that sampler
+    (``picard_warm_device: {sampler: picard_warm, rounds_per_sync: 8}``); see ``sampler_of``.
+    """
     overrides: dict[str, Any] = {}
-    if not name.endswith("_sequential"):
+    if not sampler_of(cfg, name).endswith("_sequential"):
         if cfg.tolerance is not None:
             overrides["tolerance"] = float(cfg.tolerance)
         if cfg.abs_tolerance is not None:
             overrides["abs_tolerance"] = float(cfg.abs_tolerance)
     per_name = (cfg.sampler_overrides or {}).get(name) or {}
-    overrides.update({str(k): v for k, v in dict(per_name).items()})
+    overrides.update({str(k): v for k, v in dict(per_name).items() if str(k) != "sampler"})
     return overrides
+
+
+def sampler_of(cfg, name: str) -> str:
+    """The registry sampler behind a profiled name: its ``sampler_overrides`` entry's ``sampler``, else itself."""
+    per_name = (cfg.sampler_overrides or {}).get(name) or {}
+    return str(per_name.get("sampler", name))
 
 
 def load_policies(cfg, names: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any], Path | None]:
@@ -66,7 +76,7 @@ def load_policies(cfg, names: Sequence[str]) -> tuple[dict[str, Any], dict[str, 
         else:
             print(f"[profile] shipped checkpoint {path.name} not found: profiling a random network instead")
             ckpt, path = random_checkpoint(cfg.random_network, int(cfg.seed)), None
-    policies = {name: Policy(ckpt, path=path, sampler=name, **options, **sampler_overrides(cfg, name))
+    policies = {name: Policy(ckpt, path=path, sampler=sampler_of(cfg, name), **options, **sampler_overrides(cfg, name))
                 for name in names}
     n_params = count_parameters(next(iter(policies.values())).network)
     if path is None:

@@ -106,6 +106,9 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
       int_range=(1, 1000), not_set=NOT_SET),
     S("anderson_history", INTEGER, NOT_SET, "Iterates kept by triangular Anderson acceleration (default 2).",
       int_range=(0, 16), not_set=NOT_SET),
+    S("rounds_per_sync", INTEGER, NOT_SET, "Picard and Anderson samplers: run whole rounds on the device and read the "
+      "convergence flags after at most this many rounds (on CUDA captured as graphs); -1: the host loop.",
+      int_range=(1, 64), not_set=NOT_SET),
     S("deadline_policy", STRING, "ddim_fallback", "What a parallel solve that reaches the deadline publishes.",
       choices=DEADLINE_POLICIES),
     # -- timing ----------------------------------------------------------------------------------
@@ -186,6 +189,7 @@ class PolicyNodeParams:
     sampler_abs_tolerance: float
     sampler_window: int
     anderson_history: int
+    rounds_per_sync: int
     deadline_policy: str
     latency_budget_ms: float
     deadline_margin_ms: float
@@ -246,7 +250,8 @@ class PolicyNodeParams:
 
         return SamplerSettings(name=self.sampler, steps=opt(self.sampler_steps), tolerance=opt(self.sampler_tolerance),
                                abs_tolerance=opt(self.sampler_abs_tolerance), window=opt(self.sampler_window),
-                               history=opt(self.anderson_history), deadline_policy=self.deadline_policy)
+                               history=opt(self.anderson_history), rounds_per_sync=opt(self.rounds_per_sync),
+                               deadline_policy=self.deadline_policy)
 
 
 def _normalize(spec: ParamSpec, value: Any) -> Any:

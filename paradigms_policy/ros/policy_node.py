@@ -71,7 +71,7 @@ STALE_KINDS = ("stale", "missing")
 # a change to any of these is checked against the measured round times (one round must fit the budget)
 BUDGET_PARAMS = frozenset({"latency_budget_ms", "deadline_margin_ms", "deadline_safety_factor", "deadline_policy",
                            "sampler", "sampler_steps", "sampler_window", "sampler_tolerance", "sampler_abs_tolerance",
-                           "anderson_history"})
+                           "anderson_history", "rounds_per_sync"})
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,23 @@
 """Batched denoiser execution with static buffers: eager (CPU/CUDA) or CUDA-graph replay.
 
-The parallel solvers call the network many times per control cycle with the same few shapes
-``[W, B, *event]`` (W = window, B = batch). Allocating per call and, on a GPU, launching each
-kernel from Python costs more than the small robot network itself. So each window size W gets
-a fixed set of input/output buffers; on CUDA the forward pass on those buffers is captured
-once with ``torch.cuda.CUDAGraph`` and replayed (one host launch per call). On CPU the very
-same buffer code runs the network eagerly, so the tests on CPU exercise the logic the GPU uses.
+The parallel solvers call the network many times per control cycle with shapes
+``[W, B, *event]`` (W = window rows, B = batch). Allocating per call and, on a GPU, launching
+each kernel from Python costs more than the small robot network itself. So the denoiser keeps
+a few fixed sets of input/output buffers ("slots"); on CUDA the forward pass on a slot is
+captured once with ``torch.cuda.CUDAGraph`` and replayed (one host launch per call). On CPU
+the very same buffer code runs the network eagerly, so CPU tests exercise the GPU's logic.
+
+A call of W rows uses the smallest slot with at least W rows: on CUDA the graph replays its
+full width and the rows past W (left over from earlier calls, finite) are computed and
+ignored, so a solver whose window shrinks near the end of the chain needs ONE graph, not one
+per width. The network treats every row on its own (per-sample GroupNorm), so padding rows
+change nothing in the others. On CPU the eager path runs only the W rows it was given.
 
 Allocation and capture must not land inside a deadline-bound solve, so the denoiser counts
-them (``slots_created``, ``graphs_captured``): a caller warms every window size it will use
-and can then check that the counts stay put while it serves calls.
+them (``slots_created``, ``graphs_captured``): a caller warms the widths it will use (the
+widest round and width 1) and can then check that the counts stay put while it serves calls.
+Inside an enclosing CUDA-graph capture (whole solver rounds, ``runtime/round_graph.py``) a
+call runs the forward eagerly so that its kernels become part of that graph.
 """
 
 from __future__ import annotations
@@ -45,7 +53,8 @@ class BatchedDenoiser:
 
     Usage per control cycle: ``bind(global_cond [B,G])`` once, then any number of calls. Call
     ``warmup(window_sizes, batch)`` at start-up so buffers exist (and graphs are captured)
-    before the first deadline; an unseen W is still served, but pays allocation/capture then.
+    before the first deadline; a call wider than every warmed slot is still served, but pays
+    allocation/capture then.
 
     Returned tensors are fresh copies (same device/dtype as ``x``), never views of the static
     output buffer, so callers may keep them across calls.
@@ -106,8 +115,13 @@ class BatchedDenoiser:
 
     @property
     def window_sizes(self) -> list[int]:
-        """Window sizes with allocated (and on CUDA, captured) buffers."""
+        """Row widths of the allocated (and on CUDA, captured) slots."""
         return sorted(self._slots)
+
+    def slot_width_for(self, window: int) -> int | None:
+        """Width of the slot a call of ``window`` rows would use (None: it would allocate one)."""
+        wide_enough = [w for w in self._slots if w >= window]
+        return min(wide_enough) if wide_enough else None
 
     def bind(self, global_cond: torch.Tensor) -> None:
         """Set the conditioning for the next calls. A new batch size drops all buffers/graphs."""
@@ -139,11 +153,13 @@ class BatchedDenoiser:
 
     # ------------------------------------------------------------------ buffers
     def _slot(self, window: int) -> _WindowSlot:
-        slot = self._slots.get(window)
-        if slot is None:
+        """The smallest slot with at least ``window`` rows; a new one of exactly that width if none."""
+        width = self.slot_width_for(window)
+        if width is None:
             slot = self._make_slot(window)
             self._slots[window] = slot
-        return slot
+            return slot
+        return self._slots[width]
 
     def _make_slot(self, window: int) -> _WindowSlot:
         assert self._batch is not None
@@ -163,10 +179,12 @@ class BatchedDenoiser:
             self.graphs_captured += 1
         return slot
 
-    def _run_eager(self, slot: _WindowSlot) -> None:
+    def _run_eager(self, slot: _WindowSlot, rows: int | None = None) -> None:
+        """The forward pass on the slot's first ``rows`` rows (all rows when None)."""
+        n = slot.sample.shape[0] if rows is None else rows
         with torch.no_grad():
-            out = self._forward(slot.sample, slot.timestep, global_cond=slot.cond)
-            slot.output.copy_(out)
+            out = self._forward(slot.sample[:n], slot.timestep[:n], global_cond=slot.cond[:n])
+            slot.output[:n].copy_(out)
 
     def _capture(self, slot: _WindowSlot) -> "torch.cuda.CUDAGraph":
         """Warm up on a side stream (lazy init, autotune, compile), then capture one forward.
@@ -209,18 +227,25 @@ class BatchedDenoiser:
         if batch != self._batch:
             self._reset_batch(batch)
         for window in sorted(set(windows), reverse=True):
-            slot = self._slot(window)
+            slot = self._slots.get(window)
+            if slot is None:  # each width asked for gets its own slot (a narrower call then uses it)
+                slot = self._slots[window] = self._make_slot(window)
             if run:
                 self._execute(slot)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
     # ------------------------------------------------------------------ calls
-    def _execute(self, slot: _WindowSlot) -> None:
-        if slot.graph is not None:
+    def _execute(self, slot: _WindowSlot, rows: int | None = None) -> None:
+        """Replay the slot's graph (full width), or run eagerly on ``rows`` rows.
+
+        Inside another graph's capture a replay cannot be recorded, so the forward runs
+        eagerly and its kernels join the enclosing graph.
+        """
+        if slot.graph is not None and not torch.cuda.is_current_stream_capturing():
             slot.graph.replay()
         else:
-            self._run_eager(slot)
+            self._run_eager(slot, rows)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self._batch is None:
@@ -236,13 +261,14 @@ class BatchedDenoiser:
         if t.shape != (window,) or t.dtype.is_floating_point or t.dtype == torch.bool:
             raise ValueError(f"t must be an integer tensor of shape [{window}], got {t.dtype} {tuple(t.shape)}")
         slot = self._slot(window)
-        slot.sample.view(window, *expected_tail).copy_(x)
-        slot.timestep.view(window, self._batch).copy_(t.view(window, 1).expand(window, self._batch))
-        self._execute(slot)
+        rows = window * self._batch
+        slot.sample[:rows].view(window, *expected_tail).copy_(x)
+        slot.timestep[:rows].view(window, self._batch).copy_(t.view(window, 1).expand(window, self._batch))
+        self._execute(slot, rows)
         self.calls += 1
         self.evaluations += window
         self.samples_evaluated += window * self._batch
-        return slot.output.view(window, *expected_tail).to(device=x.device, dtype=x.dtype, copy=True)
+        return slot.output[:rows].view(window, *expected_tail).to(device=x.device, dtype=x.dtype, copy=True)
 
     def reset_counters(self) -> None:
         self.calls = 0
