@@ -137,3 +137,37 @@ def test_lift_image_env_renders_upright_uint8_frames_and_a_rollout_feeds_them(ti
         assert result.length == 10 and len(result.latency_ms) >= 2
     finally:
         env.close()
+
+
+@pytest.mark.sim
+def test_shipped_image_checkpoint_acts_on_rendered_frames(one_torch_thread):
+    """checkpoints/lift_image.pt loads with its card's inputs and predicts an in-range chunk from two rendered
+    observations of image Lift; the chunk depends on the camera frame."""
+    pytest.importorskip("robosuite")
+    from paradigms_policy import paths
+    from paradigms_policy.checkpoint import load_checkpoint
+    from paradigms_policy.data.images import obs_for_policy
+    from paradigms_policy.policy import load_policy
+    from paradigms_policy.sim.envs import check_policy_fits_task, make_task_env
+
+    path = paths.checkpoints_dir() / "lift_image.pt"
+    checkpoint = load_checkpoint(path)
+    assert {k: v["shape"] for k, v in checkpoint["shape_meta"]["obs"].items()} == {
+        "agentview_image": [3, 84, 84], "robot0_eef_pos": [3], "robot0_eef_quat": [4], "robot0_gripper_qpos": [2]}
+    policy = load_policy(path, sampler="ddim_sequential")
+    env = make_task_env("lift_image", seed=100_000)
+    try:
+        check_policy_fits_task(policy.shape_meta, env)
+        first, _ = env.reset(seed=100_000)
+        second, *_ = env.step(np.zeros(7))
+    finally:
+        env.close()
+    window = obs_for_policy({k: np.stack([first[k], second[k]]) for k in policy.obs_keys}, policy.shape_meta)
+    out = policy.predict_action(window, seed=0)
+    low = checkpoint["normalizer"]["params_dict.action.input_stats.min"].numpy()
+    high = checkpoint["normalizer"]["params_dict.action.input_stats.max"].numpy()
+    assert out.action.shape == (8, 7) and np.all(np.isfinite(out.action_pred))
+    assert np.all((out.action_pred >= low - 0.01 * (high - low) - 1e-4) & (out.action_pred <= high + 0.01 * (high - low) + 1e-4))
+    policy.reset()
+    blank = dict(window, agentview_image=np.zeros_like(window["agentview_image"]))
+    assert not np.allclose(policy.predict_action(blank, seed=0).action, out.action, atol=1e-3)
