@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+import paradigms_policy.sim  # noqa: F401 - chooses software OpenGL before any test imports robosuite
+
 
 def make_bimodal_episodes(n_episodes: int = 12, length: int = 40, seed: int = 0) -> list[dict[str, np.ndarray]]:
     """A point moves from near the origin to one of two goals (+y or -y), chosen at random per episode.

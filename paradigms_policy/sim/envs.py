@@ -9,7 +9,6 @@ exposes robomimic's low-dim observation keys.
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -17,6 +16,7 @@ import gymnasium as gym
 import numpy as np
 
 from paradigms_policy.compat import observation_mismatches
+from paradigms_policy.sim.rendering import use_software_gl
 
 ROBOSUITE_ENV_TYPE = 1  # robomimic's EnvType.ROBOSUITE_TYPE
 
@@ -47,17 +47,6 @@ TASKS: dict[str, TaskSpec] = {
                            cameras=("agentview",)),
 }
 ALL_TASKS: tuple[str, ...] = (*TASKS, "pusht")
-
-
-def use_software_gl() -> None:
-    """Render robosuite cameras with OSMesa (Mesa's software OpenGL) unless MUJOCO_GL is already chosen.
-
-    Must run before robosuite is first imported: robosuite picks EGL at import time when nothing is
-    set, and EGL fails on machines without a GPU driver. Needs Debian's ``libosmesa6`` (``make sim-deps``).
-    """
-    os.environ.setdefault("MUJOCO_GL", "osmesa")
-    if os.environ["MUJOCO_GL"] == "osmesa":
-        os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
 
 
 def camera_obs_key(camera: str) -> str:
