@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from paradigms_policy.sim.rollout import wilson_interval  # noqa: E402
+from ros_demo_runs import run_demo_row  # noqa: E402  (benchmarks/, next to this script)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -47,23 +45,12 @@ def run(args: argparse.Namespace) -> dict:
             key = f"{sampler}|{execution}"
             if key in report["rows"]:
                 continue
-            summary_path = out / f"{sampler}_{execution}.json"
-            cmd = [sys.executable, "-m", "paradigms_policy.ros.demo", "--episodes", str(args.episodes),
-                   "--sampler", sampler, "--execution", execution, "--rate-hz", str(args.rate_hz),
-                   "--seed", str(args.seed), "--log-dir", str(out / f"logs_{sampler}_{execution}"),
-                   "--json", str(summary_path)]
-            if args.budget_ms:
-                cmd += ["--budget-ms", str(args.budget_ms)]
-            started = time.perf_counter()
-            proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-            print(proc.stdout[-3000:], flush=True)
-            if proc.returncode != 0 or not summary_path.exists():
-                print(f"{key}: demo failed (rc {proc.returncode}): {proc.stderr[-2000:]}", file=sys.stderr)
+            demo_args = ["--episodes", str(args.episodes), "--sampler", sampler, "--execution", execution,
+                         "--rate-hz", str(args.rate_hz), "--seed", str(args.seed)]
+            summary = run_demo_row(f"{sampler}_{execution}", demo_args, out, args.budget_ms)
+            if summary is None:
                 continue
-            summary = json.loads(summary_path.read_text())
-            lo, hi = wilson_interval(summary["successes"], summary["episodes"])
-            summary.update(sampler=sampler, execution=execution, success_ci95=[lo, hi],
-                           wall_s=time.perf_counter() - started)
+            summary.update(sampler=sampler, execution=execution)
             report["rows"][key] = summary
             path.write_text(json.dumps(report, indent=1))
     print(format_table(report))

@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from paradigms_policy.sim.rollout import wilson_interval  # noqa: E402
+from ros_demo_runs import run_demo_row  # noqa: E402  (benchmarks/, next to this script)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -50,22 +48,12 @@ def run(args: argparse.Namespace) -> dict:
     for sampler in args.samplers:
         if sampler in report["rows"]:
             continue
-        summary_path = out / f"{sampler}.json"
-        cmd = [sys.executable, "-m", "paradigms_policy.ros.demo", "--task", "lift_image", "--checkpoint",
-               str(args.checkpoint), "--episodes", str(args.episodes), "--sampler", sampler, "--rate-hz",
-               str(args.rate_hz), "--seed", str(args.seed), "--log-dir", str(out / f"logs_{sampler}"),
-               "--json", str(summary_path)]
-        if args.budget_ms:
-            cmd += ["--budget-ms", str(args.budget_ms)]
-        started = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-        print(proc.stdout[-3000:], flush=True)
-        if not summary_path.exists():
-            print(f"{sampler}: demo failed (rc {proc.returncode}): {proc.stderr[-2000:]}", file=sys.stderr)
+        demo_args = ["--task", "lift_image", "--checkpoint", str(args.checkpoint), "--episodes", str(args.episodes),
+                     "--sampler", sampler, "--rate-hz", str(args.rate_hz), "--seed", str(args.seed)]
+        summary = run_demo_row(sampler, demo_args, out, args.budget_ms)
+        if summary is None:
             continue
-        summary = json.loads(summary_path.read_text())
-        lo, hi = wilson_interval(summary["successes"], summary["episodes"])
-        summary.update(sampler=sampler, success_ci95=[lo, hi], wall_s=time.perf_counter() - started)
+        summary.update(sampler=sampler)
         report["rows"][sampler] = summary
         path.write_text(json.dumps(report, indent=1))
     print(format_table(report))

@@ -227,43 +227,55 @@ NODE_BUDGET_MS = 500.0  # generous for a loaded CI machine; the tiny network sol
 SETTLE_S = 60.0  # generous waits; tests end as soon as the event happens
 
 
-def make_tiny_lift_checkpoint(path: Path) -> Path:
-    """A random, tiny DiffusionPolicy checkpoint with the Lift low-dim inputs and a 7-d action.
+def _save_tiny_lift_like(path: Path, shape_meta: dict, task: str, **encoder) -> Path:
+    """Save a random, tiny policy with 7-d actions whose normalizer was fitted on Lift-like data.
 
-    Its normalizer is fitted on data that looks like Lift's (unit quaternions, grippers around
-    +-0.02), so the node's plausibility limits accept the drivers' good messages.
+    Low-dim keys are fitted on unit quaternions and small values (so the node's plausibility limits
+    accept the drivers' good messages); rgb keys get DiffusionPolicy's fixed image range.
     """
     import torch
 
     from paradigms_policy.checkpoint import save_checkpoint
+    from paradigms_policy.data.images import set_image_range
     from paradigms_policy.model.normalizer import LinearNormalizer
-    from paradigms_policy.training.network import PolicyNetwork, obs_encoder_spec
+    from paradigms_policy.training.network import PolicyNetwork, build_obs_encoder, obs_encoder_spec
 
     torch.manual_seed(0)
-    shape_meta = {"obs": {"object": {"shape": [10], "type": "low_dim"},
-                          "robot0_eef_pos": {"shape": [3], "type": "low_dim"},
-                          "robot0_eef_quat": {"shape": [4], "type": "low_dim"},
-                          "robot0_gripper_qpos": {"shape": [2], "type": "low_dim"}},
-                  "action": {"shape": [7]}}
     n_obs_steps, horizon = 2, 16
-    spec = obs_encoder_spec(shape_meta)
-    model_kwargs = dict(input_dim=7, global_cond_dim=19 * n_obs_steps, diffusion_step_embed_dim=16,
-                        down_dims=[16, 32], kernel_size=3, n_groups=4, cond_predict_scale=True)
+    spec = obs_encoder_spec(shape_meta, **encoder)
+    model_kwargs = dict(input_dim=7, global_cond_dim=build_obs_encoder(spec).output_dim * n_obs_steps,
+                        diffusion_step_embed_dim=16, down_dims=[16, 32], kernel_size=3, n_groups=4,
+                        cond_predict_scale=True)
     network = PolicyNetwork(spec, model_kwargs, n_obs_steps)
     rng = np.random.default_rng(0)
-    data = {k: rng.normal(0.0, 0.3, size=(64, *m["shape"])).astype(np.float32) for k, m in shape_meta["obs"].items()}
+    data = {k: rng.normal(0.0, 0.3, size=(64, *m["shape"])).astype(np.float32)
+            for k, m in shape_meta["obs"].items() if m["type"] == "low_dim"}
     quat = rng.normal(size=(64, 4))
     data["robot0_eef_quat"] = (quat / np.linalg.norm(quat, axis=1, keepdims=True)).astype(np.float32)
     data["action"] = rng.uniform(-1, 1, size=(64, 7)).astype(np.float32)
     normalizer = LinearNormalizer()
     normalizer.fit(data)
+    for key, meta in shape_meta["obs"].items():
+        if meta["type"] == "rgb":
+            set_image_range(normalizer, key)
     return save_checkpoint(
-        path, config={"task": "lift", "horizon": horizon}, shape_meta=shape_meta, horizon=horizon,
+        path, config={"task": task, "horizon": horizon}, shape_meta=shape_meta, horizon=horizon,
         n_obs_steps=n_obs_steps, n_action_steps=8, model_kwargs=model_kwargs, obs_encoder=spec,
         noise_scheduler={"num_train_timesteps": 100, "beta_schedule": "squaredcos_cap_v2",
                          "prediction_type": "epsilon", "clip_sample": True},
         state_dicts={"ema_model": network.state_dict()}, normalizer=normalizer.state_dict(),
         training={"global_step": 0, "seed": 0})
+
+
+LIFT_LOWDIM_OBS_META = {"object": {"shape": [10], "type": "low_dim"},
+                        "robot0_eef_pos": {"shape": [3], "type": "low_dim"},
+                        "robot0_eef_quat": {"shape": [4], "type": "low_dim"},
+                        "robot0_gripper_qpos": {"shape": [2], "type": "low_dim"}}
+
+
+def make_tiny_lift_checkpoint(path: Path) -> Path:
+    """A random, tiny DiffusionPolicy checkpoint with the Lift low-dim inputs and a 7-d action."""
+    return _save_tiny_lift_like(path, {"obs": LIFT_LOWDIM_OBS_META, "action": {"shape": [7]}}, "lift")
 
 
 @pytest.fixture(scope="session")
@@ -280,40 +292,11 @@ LIFT_IMAGE_OBS_META = {"agentview_image": {"shape": [3, 84, 84], "type": "rgb"},
 def make_tiny_lift_image_checkpoint(path: Path) -> Path:
     """A random, tiny image policy with image Lift's inputs (agentview 84x84 + proprioception), 7-d actions.
 
-    The encoder is config/train_lift_image.yaml's kind (small conv, 76x76 crop) at a fraction of its width;
-    images use DiffusionPolicy's fixed image-range normalizer, the rest is fitted on Lift-like data.
+    The encoder is config/train_lift_image.yaml's kind (small conv, 76x76 crop) at a fraction of its width.
     """
-    import torch
-
-    from paradigms_policy.checkpoint import save_checkpoint
-    from paradigms_policy.data.images import set_image_range
-    from paradigms_policy.model.normalizer import LinearNormalizer
-    from paradigms_policy.training.network import PolicyNetwork, build_obs_encoder, obs_encoder_spec
-
-    torch.manual_seed(0)
-    shape_meta = {"obs": LIFT_IMAGE_OBS_META, "action": {"shape": [7]}}
-    n_obs_steps, horizon = 2, 16
-    spec = obs_encoder_spec(shape_meta, crop_shape=[76, 76], backbone="small_conv", conv_widths=[8, 16],
-                            conv_strided=2, num_kp=8, feature_dim=16)
-    model_kwargs = dict(input_dim=7, global_cond_dim=build_obs_encoder(spec).output_dim * n_obs_steps,
-                        diffusion_step_embed_dim=16, down_dims=[16, 32], kernel_size=3, n_groups=4,
-                        cond_predict_scale=True)
-    network = PolicyNetwork(spec, model_kwargs, n_obs_steps)
-    rng = np.random.default_rng(0)
-    data = {k: rng.normal(0.0, 0.3, size=(64, *m["shape"])).astype(np.float32)
-            for k, m in shape_meta["obs"].items() if m["type"] == "low_dim"}
-    quat = rng.normal(size=(64, 4))
-    data["robot0_eef_quat"] = (quat / np.linalg.norm(quat, axis=1, keepdims=True)).astype(np.float32)
-    data["action"] = rng.uniform(-1, 1, size=(64, 7)).astype(np.float32)
-    normalizer = LinearNormalizer().fit(data)
-    set_image_range(normalizer, "agentview_image")
-    return save_checkpoint(
-        path, config={"task": "lift_image", "horizon": horizon}, shape_meta=shape_meta, horizon=horizon,
-        n_obs_steps=n_obs_steps, n_action_steps=8, model_kwargs=model_kwargs, obs_encoder=spec,
-        noise_scheduler={"num_train_timesteps": 100, "beta_schedule": "squaredcos_cap_v2",
-                         "prediction_type": "epsilon", "clip_sample": True},
-        state_dicts={"ema_model": network.state_dict()}, normalizer=normalizer.state_dict(),
-        training={"global_step": 0, "seed": 0})
+    return _save_tiny_lift_like(path, {"obs": LIFT_IMAGE_OBS_META, "action": {"shape": [7]}}, "lift_image",
+                                crop_shape=[76, 76], backbone="small_conv", conv_widths=[8, 16], conv_strided=2,
+                                num_kp=8, feature_dim=16)
 
 
 @pytest.fixture(scope="session")
