@@ -194,3 +194,21 @@ def test_data_time_is_the_header_stamp_when_there_is_one():
     assert Stamped(state, 12.5).data_time == 12.5  # zero stamp: the receive time
     state.header.stamp.sec, state.header.stamp.nanosec = 12, 550_000_000
     assert Stamped(state, 12.5).data_time == pytest.approx(12.55)
+
+
+def test_the_history_keeps_the_header_time_of_converted_messages():
+    """The node takes a chunk's observation time from the history, whose entries hold converted values
+    (no header): the header stamp must survive the conversion, not fall back to the receive time."""
+    from sensor_msgs.msg import JointState
+
+    from paradigms_policy.ros.observation_buffer import ObservationBuffer
+
+    buffer = ObservationBuffer(["/joints"], n_obs_steps=2, max_age_s=1.0,
+                               convert=lambda topic, message: np.asarray(message.position, dtype=np.float32))
+    state = JointState(position=[0.1, 0.2])
+    state.header.stamp.sec, state.header.stamp.nanosec = 12, 550_000_000  # the state of the next tick
+    buffer.store("/joints", state, 12.5)  # received one period earlier
+    assert buffer.snapshot(12.52) == []
+    newest = buffer.history()["/joints"][-1]
+    assert isinstance(newest.message, np.ndarray) and newest.stamp == 12.5
+    assert newest.data_time == pytest.approx(12.55)

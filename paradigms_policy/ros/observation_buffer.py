@@ -44,14 +44,21 @@ class StaleInputError(InputError):
 
 @dataclass(frozen=True)
 class Stamped:
-    """A stored message (or its checked value, in a history) and the time (seconds, node clock) it was received."""
+    """A stored message (or its checked value, in a history) and the time (seconds, node clock) it was received.
+
+    ``described``: the time the data describes, kept when the message is replaced by its checked value
+    (which has no header); None reads it from the message.
+    """
 
     message: Any
     stamp: float
+    described: float | None = None
 
     @property
     def data_time(self) -> float:
         """The time the message describes: its header stamp when it has a non-zero one, else its receive time."""
+        if self.described is not None:
+            return self.described
         header = getattr(self.message, "header", None)
         stamp = getattr(header, "stamp", None)
         if stamp is None or (stamp.sec == 0 and stamp.nanosec == 0):
@@ -123,7 +130,7 @@ class ObservationBuffer:
         values = {}
         for topic, item in latest.items():
             try:
-                values[topic] = Stamped(self._converted_value(topic, item.message), item.stamp)
+                values[topic] = Stamped(self._converted_value(topic, item.message), item.stamp, item.data_time)
             except InputError as exc:
                 problems.append(exc)
         problems.sort(key=lambda p: self.topics.index(p.topic) if p.topic in self.topics else -1)
